@@ -1,0 +1,55 @@
+# opuslm: two commands get a working toolkit: `make install`, then `make test`.
+#   VENV    where the virtual environment goes (default .venv)
+#   PYTHON  the interpreter that creates it (default python3.11)
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3.11
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Debian packages the recipes need: flite makes speech, sox converts it, fortunes gives the
+# mini recipe its sentences.
+APT_PACKAGES := flite sox fortunes
+APT_COMMANDS := flite sox
+PYTEST_ARGS ?=
+
+.PHONY: install system-packages test lint demo bench clean
+
+install: system-packages $(VENV)/.installed
+
+system-packages:
+	@missing=""; \
+	for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	[ -e /usr/share/games/fortunes/fortunes ] || missing="$$missing fortunes"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "[install] apt-get install:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	  else \
+	    echo "[install] missing system packages:$$missing"; \
+	    echo "[install] run: sudo apt-get install -y $(APT_PACKAGES)"; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: setup.py tools/requirements-cpu.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r tools/requirements-cpu.txt
+	$(PIP) install -q -e '.[dev]'
+	@touch $@
+	@echo "[install] done: activate with 'source $(VENV)/bin/activate'"
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS) test
+
+demo:
+	cd egs2/mini_flite/speechlm1 && ./run.sh
+
+bench:
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
