@@ -33,6 +33,8 @@ install_requires = [
     "tqdm>=4.66",
     # Loss curves and other plots (PNG, Agg backend, no display needed).
     "matplotlib>=3.7",
+    # Mel filterbanks, MFCC and Griffin-Lim phase reconstruction for the CPU tokenizers and codec.
+    "librosa>=0.10",
     # k-means for semantic tokens and for the residual codebooks of the built-in codec.
     "scikit-learn>=1.3",
     # Offline ASR judge for TTS scoring; ships its own English model.
