@@ -20,7 +20,8 @@ row in stream 0 would never be learnt there, because pad gets no loss.
 
 Loss mask (per undelayed row): with `loss_region="target"` the target segment's content rows plus
 the eos row; the target segment's start token is a condition (it is given to the decoder, see
-`generation_prompt`). With `loss_region="whole"` every row except the first.
+`generation_prompt`). With `loss_region="whole"` every row except the first (which the model
+never predicts: it predicts row t+1 from rows <= t).
 
 Adding a task is adding a row to `TEMPLATES` (and its `<{task}_task>` token to the token list).
 """
@@ -237,7 +238,8 @@ def _content_rows(segment: Segment, example: Example, token_list: TokenList) -> 
     values = getattr(example, segment.content)
     if values is None:
         raise TaskError(f"the template needs `{segment.content}` but the example has none")
-    if len(values) == 0:
+    values = np.asarray(values)
+    if values.size == 0:
         raise TaskError(f"`{segment.content}` is empty")
     try:
         if segment.holds_speech:

@@ -117,13 +117,14 @@ def test_unknown_loss_region(token_list, example):
 
 def test_generation_prompt_needs_no_target(token_list, example):
     """Decoding has no transcript (ASR) or target speech (TTS); the prompt must not need them."""
-    asr = Example("u", speech=example.speech)
-    assert generation_prompt("asr", asr, token_list).tolist() == GOLDEN["asr"][0][:8]
-    tts = Example("u", text=example.text, prompt=example.prompt)
-    assert generation_prompt("tts", tts, token_list).tolist() == GOLDEN["tts"][0][:10]
-    assert (
-        generation_prompt("audiolm", Example("u"), token_list).tolist() == GOLDEN["audiolm"][0][:3]
-    )
+    conditions_only = {
+        "asr": Example("u", speech=example.speech),
+        "tts": Example("u", text=example.text, prompt=example.prompt),
+        "audiolm": Example("u"),
+    }
+    for task, conditions in conditions_only.items():
+        frames, _, prompt_len = GOLDEN[task]
+        assert generation_prompt(task, conditions, token_list).tolist() == frames[:prompt_len]
 
 
 def test_generation_prompt_ends_with_target_start(token_list, example):
@@ -186,6 +187,20 @@ def test_empty_field(token_list, example):
     example.text = np.array([], dtype=np.int32)
     with pytest.raises(TaskError, match=r"'spk1_utt1' \(task 'asr'\): `text` is empty"):
         build_sequence("asr", example, token_list)
+    example.text = []
+    with pytest.raises(TaskError, match="`text` is empty"):
+        build_sequence("asr", example, token_list)
+
+
+def test_plain_lists_are_accepted(token_list, example):
+    as_lists = Example(
+        example.uttid, text=[1, 2], speech=example.speech.tolist(), prompt=[[1, 1, 1]]
+    )
+    for task in TEMPLATES:
+        expected = build_sequence(task, example, token_list)
+        np.testing.assert_array_equal(
+            build_sequence(task, as_lists, token_list).frames, expected.frames
+        )
 
 
 def test_wrong_number_of_streams(token_list, example):
@@ -206,6 +221,7 @@ def test_wrong_number_of_streams(token_list, example):
         ("text", [10], r"`text`: text ids 10\.\.10 outside \[0, 10\)"),
         ("text", [-1], r"`text`: text ids -1\.\.-1 outside \[0, 10\)"),
         ("text", [[1, 2]], r"`text`: text ids must have 1 dimension\(s\), got shape \(1, 2\)"),
+        ("text", 3, r"`text`: text ids must have 1 dimension\(s\), got shape \(\)"),
         ("speech", [[0.5, 0, 0]], r"`speech`: speech rows must hold integer ids, got dtype float"),
     ],
 )
@@ -315,6 +331,12 @@ def test_sequence_length_and_speech_round_trip(task, text_len, speech_len, promp
     decoded = token_list.decode_frames(speech_in_sequence)
     np.testing.assert_array_equal(decoded, np.concatenate(expected) if expected else decoded[:0])
 
-    target_rows = int(seq.loss_mask.sum())
-    target_segment = segments[-1]
-    assert target_rows == len(getattr(example, target_segment.content)) + template.wrapped
+    num_targets = len(getattr(example, segments[-1].content)) + template.wrapped
+    expected_mask = [False] * (len(seq.frames) - num_targets) + [True] * num_targets
+    assert seq.loss_mask.tolist() == expected_mask
+
+    prompt = generation_prompt(task, example, token_list)
+    np.testing.assert_array_equal(prompt, seq.frames[: len(prompt)])
+    if segments[-1].start is not None:
+        assert len(prompt) == len(seq.frames) - num_targets
+        assert prompt[-1, 0] == token_list.start_id(segments[-1].start)
