@@ -1,0 +1,1 @@
+"""Scoring: text normalisation, ASR WER/CER, TTS judge scoring and RESULTS.md gathering."""
