@@ -1,0 +1,203 @@
+"""Sharded, resumable Kaldi ark/scp dumps of int32 token arrays (shared by the token dumpers).
+
+A dump `<name>` in an output directory is written by N jobs; job J writes
+`<name>.J.ark`, `<name>.J.scp` and `<name>.J.lengths` under temporary names, renames them into
+place, and only then writes `<name>.J.done` (a JSON summary with a signature of the inputs).
+A shard without a matching `.done` is partial or stale and is redone; a finished one is skipped.
+`merge_shards` then writes `<name>.scp` (sorted by key) and the per-utterance length file.
+
+Arrays are stored in kaldiio's NPY ark records because Kaldi's binary format has no int32
+matrices; `kaldiio.load_scp` returns them with their dtype and shape unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class DumpError(RuntimeError):
+    """A dump that cannot be written or merged; the message names the shard or utterance."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """`abs_path size mtime_ns`: changes when an input file is replaced or edited."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return f"{path} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def split_for_job(keys: Sequence[str], job: int, nj: int) -> list[str]:
+    """Job `job` (1-based) of `nj` gets a contiguous block, as Kaldi's split_data.sh does."""
+    if not 1 <= job <= nj:
+        raise DumpError(f"--job {job} is outside 1..{nj}")
+    return list(keys[(job - 1) * len(keys) // nj : job * len(keys) // nj])
+
+
+@dataclass(frozen=True)
+class Shard:
+    output_dir: Path
+    name: str
+    job: int
+
+    def path(self, suffix: str) -> Path:
+        return self.output_dir / f"{self.name}.{self.job}.{suffix}"
+
+    def summary(self, signature: dict) -> dict | None:
+        """The `.done` summary if this shard is finished with the same inputs, else None."""
+        try:
+            done = json.loads(self.path("done").read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        complete = all(self.path(s).is_file() for s in ("ark", "scp", "lengths"))
+        return done if complete and done.get("signature") == signature else None
+
+
+class ShardWriter:
+    """Write one shard inside a `with` block; nothing is visible until `commit(summary)`.
+
+    add(key, array): append one int32 array (any shape) under `key`.
+    Leaving the block without commit (an error, or a job that stops early) discards the ark.
+    """
+
+    def __init__(self, shard: Shard, signature: dict) -> None:
+        self.shard = shard
+        self.signature = signature
+        self.lengths: dict[str, int] = {}
+        self._scp_lines: list[str] = []
+
+    def __enter__(self) -> ShardWriter:
+        self.shard.output_dir.mkdir(parents=True, exist_ok=True)
+        self.shard.path("done").unlink(missing_ok=True)
+        fd, self._ark_tmp = tempfile.mkstemp(
+            dir=self.shard.output_dir, prefix=f".{self.shard.path('ark').name}.", suffix=".tmp"
+        )
+        self._ark = os.fdopen(fd, "wb")
+        return self
+
+    def add(self, key: str, array: np.ndarray) -> None:
+        # The scp points at the final ark name with the byte offset of the record after "key ".
+        offset = self._ark.tell() + len(key.encode("utf-8")) + 1
+        kaldiio.save_ark(
+            self._ark,
+            {key: np.asarray(array, dtype=np.int32)},
+            write_function="numpy",
+            write_kwargs={"allow_pickle": False},
+        )
+        self._scp_lines.append(f"{key} {self.shard.path('ark')}:{offset}\n")
+        self.lengths[key] = int(np.shape(array)[0])
+
+    def commit(self, summary: dict) -> None:
+        """Rename the ark into place, write scp and lengths, then the `.done` marker last."""
+        self._ark.close()
+        os.replace(self._ark_tmp, self.shard.path("ark"))
+        write_text_atomic(self.shard.path("scp"), "".join(self._scp_lines))
+        lengths = "".join(f"{k} {n}\n" for k, n in self.lengths.items())
+        write_text_atomic(self.shard.path("lengths"), lengths)
+        done = {"signature": self.signature, **summary}
+        write_text_atomic(self.shard.path("done"), json.dumps(done, indent=1) + "\n")
+
+    def __exit__(self, *exc_info) -> None:
+        self._ark.close()
+        Path(self._ark_tmp).unlink(missing_ok=True)  # already renamed away after commit()
+
+
+def merge_shards(
+    output_dir: Path, name: str, nj: int, lengths_name: str, signature: dict
+) -> dict[str, int | float]:
+    """Concatenate the `nj` finished shards into `<name>.scp` and `lengths_name`, sorted by key.
+
+    Returns the summed numeric fields of the shard summaries. Raises DumpError when a shard is
+    not finished, a key repeats, or nothing at all was written.
+    """
+    scp_lines: dict[str, str] = {}
+    length_lines: dict[str, str] = {}
+    totals: dict[str, int | float] = {}
+    for job in range(1, nj + 1):
+        shard = Shard(output_dir, name, job)
+        summary = shard.summary(signature)
+        if summary is None:
+            raise DumpError(f"{shard.path('done')}: shard {job} of {nj} is not finished")
+        for key, value in summary.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                totals[key] = totals.get(key, 0) + value
+        for line in shard.path("scp").read_text(encoding="utf-8").splitlines():
+            key = line.split(maxsplit=1)[0]
+            if key in scp_lines:
+                raise DumpError(f"{shard.path('scp')}: key {key} also appears in another shard")
+            scp_lines[key] = line
+        for line in shard.path("lengths").read_text(encoding="utf-8").splitlines():
+            length_lines[line.split(maxsplit=1)[0]] = line
+    if not scp_lines:
+        raise DumpError(f"{output_dir}: no utterance was written to any of the {nj} shards")
+    keys = sorted(scp_lines)  # Python's str order is the C locale order Kaldi tools expect
+    write_text_atomic(output_dir / lengths_name, "".join(length_lines[k] + "\n" for k in keys))
+    write_text_atomic(output_dir / f"{name}.scp", "".join(scp_lines[k] + "\n" for k in keys))
+    return totals
+
+
+def run_jobs(argv: Sequence[str], nj: int, log_dir: Path, runner: str = "utils/run.sh") -> None:
+    """Run `argv` once per job with each argument `JOB` replaced by 1..nj, all in parallel.
+
+    Goes through the recipe's Kaldi-style job runner (`runner JOB=1:N log cmd...`) when it exists,
+    so Slurm setups work, else starts the processes here. One log file per job.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_template = str(log_dir / f"{log_dir.name}.JOB.log")
+    if Path(runner).is_file():
+        command = [runner, f"JOB=1:{nj}", log_template, *argv]
+        logger.info("running %d jobs through %s; logs: %s", nj, runner, log_template)
+        if subprocess.run(command, check=False).returncode != 0:
+            raise DumpError(f"some of the {nj} jobs failed; see {log_template}")
+        return
+    logger.info("running %d jobs as local processes; logs: %s", nj, log_template)
+    procs = []
+    for job in range(1, nj + 1):
+        job_argv = [str(job) if a == "JOB" else a for a in argv]
+        with open(log_template.replace("JOB", str(job)), "w", encoding="utf-8") as log:
+            log.write(f"# {shlex.join(job_argv)}\n")
+            log.flush()
+            procs.append(subprocess.Popen(job_argv, stdout=log, stderr=subprocess.STDOUT))
+    failed = [job for job, proc in enumerate(procs, 1) if proc.wait() != 0]
+    if failed:
+        logs = ", ".join(log_template.replace("JOB", str(j)) for j in failed)
+        raise DumpError(f"jobs {failed} of {nj} failed; see {logs}")
+
+
+def python_module_argv(module: str, args: Sequence[str]) -> list[str]:
+    """`python -m module args...` with this interpreter, for re-running a step as N jobs."""
+    return [sys.executable, "-m", module, *args]
