@@ -1,0 +1,279 @@
+"""`MelRVQCodec`: residual vector quantisation of log-mel frames, decoded with Griffin-Lim.
+
+A CPU-trainable stand-in for a neural codec. Encoding: log-mel spectrogram (one frame per hop),
+normalised per mel bin, then quantised by `num_codebooks` k-means codebooks in sequence, each
+coding the residual the previous ones left. Decoding: sum of the chosen centroids, back to a
+mel magnitude, inverted to a linear spectrogram (librosa's non-negative least squares) and
+given a phase by Griffin-Lim. Griffin-Lim runs at a finer hop than the codec frame rate
+(`synthesis_hop`, log-mel interpolated in time): the extra overlap makes the phase estimate
+consistent, which matters more for intelligibility than more iterations.
+
+Frame t is centred on sample t * hop_length and T = ceil(N / hop_length), the same frame grid
+as the semantic tokenizer with the same hop.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import librosa
+import numpy as np
+from safetensors.numpy import load_file, save_file
+from sklearn.cluster import MiniBatchKMeans
+
+from opuslm.tokenizers.acoustic import (
+    CodecError,
+    check_codes,
+    check_waveform,
+    num_frames,
+    read_codec_config,
+    write_codec_config,
+)
+
+WEIGHTS_NAME = "codebooks.safetensors"
+LOG_FLOOR = 1e-8  # power-mel floor (-80 dB): digital silence must not give -inf
+
+
+@dataclass
+class MelRVQConfig:
+    """Analysis, quantisation and synthesis settings; saved as codec.yaml."""
+
+    sample_rate: int = 16000
+    hop_length: int = 320
+    n_fft: int = 1024
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float | None = None  # None: sample_rate / 2
+    num_codebooks: int = 8
+    codebook_size: int = 1024
+    # "global": per-bin mean/std over the training data; "utterance": each utterance's own
+    # per-bin mean is removed before quantisation (decoding puts the global mean back).
+    normalization: str = "global"
+    synthesis_hop: int = 80
+    griffin_lim_iters: int = 32
+    # Training: at most this many frames (sampled at random) feed k-means.
+    max_frames: int = 200_000
+    kmeans_batch_size: int = 4096
+    kmeans_max_iter: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.normalization not in ("global", "utterance"):
+            raise CodecError(
+                f"normalization must be 'global' or 'utterance', got {self.normalization!r}"
+            )
+        for name in ("sample_rate", "hop_length", "n_fft", "n_mels", "num_codebooks"):
+            if getattr(self, name) <= 0:
+                raise CodecError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.synthesis_hop <= self.hop_length:
+            raise CodecError(
+                f"synthesis_hop must be in (0, hop_length={self.hop_length}], "
+                f"got {self.synthesis_hop}"
+            )
+        if self.codebook_size < 2:
+            raise CodecError(f"codebook_size must be >= 2, got {self.codebook_size}")
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> MelRVQConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise CodecError(f"{source}: unknown melrvq options {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+class MelRVQCodec:
+    """Log-mel residual VQ codec (see the module docstring)."""
+
+    codec_type = "melrvq"
+
+    def __init__(
+        self, config: MelRVQConfig, codebooks: np.ndarray, mean: np.ndarray, std: np.ndarray
+    ) -> None:
+        """codebooks [n_q, C, n_mels]; mean, std [n_mels] of the log-mel over training data."""
+        expected = (config.num_codebooks, config.codebook_size, config.n_mels)
+        if codebooks.shape != expected or {mean.shape, std.shape} != {(config.n_mels,)}:
+            raise CodecError(
+                f"codebooks {list(codebooks.shape)} / mean {list(mean.shape)} do not match the "
+                f"config (expected codebooks {list(expected)}, mean [{config.n_mels}])"
+            )
+        self.config = config
+        self.sample_rate = config.sample_rate
+        self.hop_length = config.hop_length
+        self.num_codebooks = config.num_codebooks
+        self.codebook_size = config.codebook_size
+        self.codebooks = codebooks.astype(np.float32)
+        self.mean = mean.astype(np.float32)
+        self.std = std.astype(np.float32)
+        self._mel_basis = librosa.filters.mel(
+            sr=config.sample_rate,
+            n_fft=config.n_fft,
+            n_mels=config.n_mels,
+            fmin=config.fmin,
+            fmax=config.fmax,
+        )
+        # ||c||^2 per centroid, for nearest-centroid search as a single matrix product.
+        self._sq_norms = np.einsum("qcd,qcd->qc", self.codebooks, self.codebooks)
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    # ------------------------------------------------------------------ analysis
+    def log_mel(self, wav: np.ndarray) -> np.ndarray:
+        """float32 [N] -> log power mel [T, n_mels], T = ceil(N / hop)."""
+        wav = check_waveform(wav)
+        frames = num_frames(len(wav), self.hop_length)
+        # Zero-pad to at least a whole number of hops (and one window); the centred STFT pads
+        # with zeros anyway, so the first T frames are those of the signal itself.
+        target = max(frames * self.hop_length, self.config.n_fft)
+        padded = np.pad(wav, (0, target - len(wav)))
+        magnitude = np.abs(
+            librosa.stft(padded, n_fft=self.config.n_fft, hop_length=self.hop_length, center=True)
+        )[:, :frames]
+        mel = self._mel_basis @ (magnitude**2)
+        return np.log(np.maximum(mel, LOG_FLOOR)).T.astype(np.float32)
+
+    def _normalise(self, log_mel: np.ndarray) -> np.ndarray:
+        if self.config.normalization == "utterance":
+            log_mel = log_mel - log_mel.mean(axis=0) + self.mean
+        return (log_mel - self.mean) / self.std
+
+    # ------------------------------------------------------------------ quantisation
+    def _quantise(self, features: np.ndarray) -> np.ndarray:
+        """Normalised features [T, n_mels] -> codes [T, n_q] (int64)."""
+        residual = features.copy()
+        codes = np.empty((len(features), self.num_codebooks), dtype=np.int64)
+        for q, codebook in enumerate(self.codebooks):
+            distances = self._sq_norms[q][None, :] - 2.0 * residual @ codebook.T
+            codes[:, q] = distances.argmin(axis=1)
+            residual -= codebook[codes[:, q]]
+        return codes
+
+    def _dequantise(self, codes: np.ndarray) -> np.ndarray:
+        """codes [T, n_q] -> normalised features [T, n_mels]."""
+        return sum(self.codebooks[q][codes[:, q]] for q in range(self.num_codebooks))
+
+    def encode(self, wav: np.ndarray) -> np.ndarray:
+        """float32 [N] -> int32 codes [T, n_q] in [0, C), T = ceil(N / hop_length)."""
+        return self._quantise(self._normalise(self.log_mel(wav))).astype(np.int32)
+
+    def encode_batch(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """Encode several waveforms with one nearest-centroid search over all their frames."""
+        features = [self._normalise(self.log_mel(wav)) for wav in wavs]
+        codes = self._quantise(np.concatenate(features)).astype(np.int32)
+        return np.split(codes, np.cumsum([len(f) for f in features])[:-1])
+
+    # ------------------------------------------------------------------ synthesis
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """int [T, n_q] -> float32 [T * hop_length]."""
+        codes = check_codes(codes, self.num_codebooks, self.codebook_size)
+        log_mel = self._dequantise(codes) * self.std + self.mean
+        return self.synthesize(log_mel)
+
+    def synthesize(self, log_mel: np.ndarray) -> np.ndarray:
+        """Log power mel [T, n_mels] at the codec frame rate -> float32 [T * hop_length]."""
+        cfg = self.config
+        length = len(log_mel) * self.hop_length
+        magnitude = librosa.feature.inverse.mel_to_stft(
+            np.exp(log_mel.T),
+            sr=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            power=2.0,
+            fmin=cfg.fmin,
+            fmax=cfg.fmax,
+        )
+        # Frame t is centred on sample t * hop; resample the log magnitude onto the finer
+        # synthesis grid (after the costly mel inversion), holding the last frame to the end.
+        positions = np.arange(length // cfg.synthesis_hop + 1) * cfg.synthesis_hop / cfg.hop_length
+        left = np.minimum(positions.astype(np.int64), len(log_mel) - 1)
+        right = np.minimum(left + 1, len(log_mel) - 1)
+        weight = np.clip(positions - left, 0.0, 1.0)
+        log_magnitude = np.log(np.maximum(magnitude, LOG_FLOOR))
+        fine = (1 - weight) * log_magnitude[:, left] + weight * log_magnitude[:, right]
+        wav = librosa.griffinlim(
+            np.exp(fine),
+            n_iter=cfg.griffin_lim_iters,
+            hop_length=cfg.synthesis_hop,
+            n_fft=cfg.n_fft,
+            length=length,
+            random_state=cfg.seed,
+        )
+        return wav.astype(np.float32)
+
+    # ------------------------------------------------------------------ training / IO
+    @classmethod
+    def train(cls, wavs: Iterable[np.ndarray], config: dict | MelRVQConfig) -> MelRVQCodec:
+        """Fit the normalisation and the codebooks, stage by stage, on the given waveforms."""
+        if not isinstance(config, MelRVQConfig):
+            config = MelRVQConfig.from_dict(config)
+        untrained = cls(
+            config,
+            np.zeros((config.num_codebooks, config.codebook_size, config.n_mels), np.float32),
+            np.zeros(config.n_mels, np.float32),
+            np.ones(config.n_mels, np.float32),
+        )
+        log_mels = [
+            untrained.log_mel(check_waveform(wav, f"training waveform {i}"))
+            for i, wav in enumerate(wavs)
+        ]
+        if not log_mels:
+            raise CodecError("train: no training waveforms")
+        frames = np.concatenate(log_mels)
+        if config.normalization == "utterance":
+            frames = np.concatenate([m - m.mean(axis=0) for m in log_mels])
+            mean = np.concatenate(log_mels).mean(axis=0)
+        else:
+            mean = frames.mean(axis=0)
+        std = np.maximum(frames.std(axis=0), 1e-3)
+        features = (frames - frames.mean(axis=0)) / std
+        rng = np.random.default_rng(config.seed)
+        if len(features) > config.max_frames:
+            features = features[rng.choice(len(features), config.max_frames, replace=False)]
+        if len(features) < config.codebook_size:
+            raise CodecError(
+                f"train: {len(features)} frames cannot fit {config.codebook_size} centroids; "
+                "give more audio or a smaller codebook_size"
+            )
+        codebooks = []
+        residual = features.astype(np.float32)
+        for q in range(config.num_codebooks):
+            kmeans = MiniBatchKMeans(
+                n_clusters=config.codebook_size,
+                batch_size=config.kmeans_batch_size,
+                max_iter=config.kmeans_max_iter,
+                n_init=1,
+                random_state=config.seed + q,
+            ).fit(residual)
+            centroids = kmeans.cluster_centers_.astype(np.float32)
+            residual = residual - centroids[kmeans.predict(residual)]
+            codebooks.append(centroids)
+        return cls(config, np.stack(codebooks), mean, std)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write codec.yaml and codebooks.safetensors (codebooks, mean, std) into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f".{WEIGHTS_NAME}.tmp"
+        save_file({"codebooks": self.codebooks, "mean": self.mean, "std": self.std}, str(tmp))
+        os.replace(tmp, directory / WEIGHTS_NAME)
+        write_codec_config(directory, {"type": self.codec_type, **asdict(self.config)})
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> MelRVQCodec:
+        config = read_codec_config(directory)
+        config.pop("type")
+        source = str(Path(directory) / "codec.yaml")
+        weights_path = Path(directory) / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise CodecError(f"{weights_path}: codec weights missing")
+        weights = load_file(str(weights_path))
+        return cls(
+            MelRVQConfig.from_dict(config, source),
+            weights["codebooks"],
+            weights["mean"],
+            weights["std"],
+        )
