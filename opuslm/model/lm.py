@@ -1,0 +1,339 @@
+"""The multi-stream LM: a Hugging Face causal-LM body over delay-interleaved frames.
+
+One frame holds S streams (stream 0: text / special / semantic; stream s >= 1: codebook s-1).
+The input embedding of a delayed row is the sum of its streams' joint embeddings; one hidden state
+per row predicts the next row: stream 0 over the full joint vocabulary, stream s >= 1 only over the
+C rows of its own codebook (MusicGen-style per-codebook heads, here slices of one output matrix).
+
+The joint vocabulary extends the base LM's: text rows of the input embedding and of the output
+head are the base model's own rows (tied or untied as the base model is); the new rows are drawn
+from N(0, std) with std the standard deviation of the base rows of the same matrix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+import transformers
+from torch import nn
+
+from opuslm.model.delay import delay
+from opuslm.vocab import MODALITIES, TokenList, VocabError
+
+DEFAULT_LOSS_WEIGHTS = {"text": 1.0, "special": 10.0, "semantic": 0.5, "acoustic": 1.0 / 16}
+CONFIG_FORMAT = 1
+
+
+@dataclass
+class LMOutput:
+    """Loss of one batch; `stats` holds unweighted cross-entropy sums for logging."""
+
+    loss: torch.Tensor  # scalar: loss_sum / num_target_frames
+    loss_sum: torch.Tensor  # scalar: modality-weighted CE summed over all targets
+    num_target_frames: torch.Tensor  # scalar long: (b, t) frames inside loss_mask and lengths
+    example_loss_sum: torch.Tensor  # [B] weighted CE per example
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class StepOutput(NamedTuple):
+    """Logits for the row after the last input row, and the grown KV cache."""
+
+    stream0_logits: torch.Tensor  # [B, V]
+    codebook_logits: torch.Tensor  # [B, S-1, C]
+    cache: Any
+
+
+class MultiStreamLM(nn.Module):
+    """Delay-interleaved multi-stream LM around a causal-LM `body` (e.g. LlamaForCausalLM).
+
+    `body` either still has the base vocabulary (its embedding rows = the token list's text ids;
+    the joint rows are added here) or already the joint one (rebuilt from `config_dict`).
+    """
+
+    def __init__(
+        self,
+        body: transformers.PreTrainedModel,
+        token_list: TokenList,
+        loss_weights: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        unknown = set(loss_weights or {}) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown loss weight modalities {sorted(unknown)}, use {MODALITIES}")
+        self.body = body
+        self.token_list = token_list
+        self.loss_weights = {**DEFAULT_LOSS_WEIGHTS, **(loss_weights or {})}
+        self.num_streams = token_list.num_streams
+        self.codebook_size = token_list.codebook_size
+        self.acoustic_start = token_list.ranges["acoustic"][0]
+
+        rows = body.get_input_embeddings().num_embeddings
+        if rows == token_list.size("text"):
+            self._extend_vocabulary()
+        elif rows != len(token_list):
+            raise VocabError(
+                f"the body has {rows} embedding rows, but the token list has "
+                f"{token_list.size('text')} text ids and {len(token_list)} ids in all"
+            )
+        modality_ids = token_list.modality_ids()
+        weights = torch.tensor([self.loss_weights[m] for m in MODALITIES])
+        # Per-id lookups used by the loss; derived from the token list, so not saved.
+        self.register_buffer("modality_ids", modality_ids, persistent=False)
+        self.register_buffer("id_weights", weights[modality_ids], persistent=False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_base(
+        cls,
+        base: str | os.PathLike | transformers.PretrainedConfig,
+        token_list: TokenList,
+        loss_weights: dict[str, float] | None = None,
+        **from_pretrained_kwargs: Any,
+    ) -> MultiStreamLM:
+        """Extend a base causal LM: a local HF directory (no download) or a config (random init)."""
+        if isinstance(base, transformers.PretrainedConfig):
+            body = transformers.AutoModelForCausalLM.from_config(base)
+        else:
+            kwargs = {"dtype": torch.float32, **from_pretrained_kwargs}
+            body = transformers.AutoModelForCausalLM.from_pretrained(
+                os.fspath(base), local_files_only=True, **kwargs
+            )
+        return cls(body, token_list, loss_weights)
+
+    def config_dict(self) -> dict:
+        """JSON/YAML-serialisable description; `from_config_dict` rebuilds the architecture."""
+        body_config = self.body.config.to_dict()
+        body_config["id2label"] = {str(k): v for k, v in body_config.get("id2label", {}).items()}
+        return {
+            "format": CONFIG_FORMAT,
+            "body": body_config,
+            "loss_weights": dict(self.loss_weights),
+        }
+
+    @classmethod
+    def from_config_dict(cls, config: dict, token_list: TokenList) -> MultiStreamLM:
+        """Same architecture as the model that wrote `config`; load weights with load_state_dict."""
+        if config.get("format") != CONFIG_FORMAT or "body" not in config:
+            raise ValueError(
+                f"not a MultiStreamLM config (format {config.get('format')!r}, "
+                f"expected {CONFIG_FORMAT} with a 'body' entry)"
+            )
+        body_config = transformers.AutoConfig.for_model(**config["body"])
+        body = transformers.AutoModelForCausalLM.from_config(body_config)
+        return cls(body, token_list, config.get("loss_weights"))
+
+    def _extend_vocabulary(self) -> None:
+        """Grow embedding and head from the text rows to the joint vocabulary."""
+        num_text = self.token_list.size("text")
+        embedding = self.body.get_input_embeddings().weight
+        head = self.body.get_output_embeddings().weight
+        tied = head is embedding
+        base_stds = [embedding.detach().float().std().item()]
+        if not tied:
+            base_stds.append(head.detach().float().std().item())
+        self.body.resize_token_embeddings(len(self.token_list), mean_resizing=False)
+        matrices = [self.body.get_input_embeddings().weight]
+        if not tied:
+            matrices.append(self.body.get_output_embeddings().weight)
+        with torch.no_grad():
+            for matrix, std in zip(matrices, base_stds):
+                matrix[num_text:].normal_(0.0, std)
+        head_module = self.body.get_output_embeddings()
+        if getattr(head_module, "bias", None) is not None:
+            with torch.no_grad():
+                head_module.bias[num_text:].zero_()
+
+    def check_token_list(self, other: TokenList) -> None:
+        """Raise VocabError naming the first difference if `other` is not this model's list."""
+        self.token_list.require_same(other, "token list of the data / checkpoint")
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Activation checkpointing in the body's decoder layers (trades compute for memory)."""
+        self.body.activation_checkpointing_enable({"use_reentrant": False})
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def device(self) -> torch.device:
+        return self.body.get_input_embeddings().weight.device
+
+    def embed(self, delayed: torch.Tensor) -> torch.Tensor:
+        """Delayed rows [B, L, S] -> row embeddings [B, L, H] (sum of the stream embeddings)."""
+        module = self.body.get_input_embeddings()
+        batch, length, streams = delayed.shape
+        if type(module) is nn.Embedding:
+            # embedding_bag sums the S lookups without materialising [B, L, S, H].
+            summed = F.embedding_bag(
+                delayed.reshape(-1, streams),
+                module.weight,
+                mode="sum",
+                padding_idx=module.padding_idx,
+            )
+            return summed.view(batch, length, -1)
+        # Embedding subclasses (e.g. scaled embeddings) keep their own forward.
+        return module(delayed).sum(dim=2)
+
+    def _head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        module = self.body.get_output_embeddings()
+        return module.weight, getattr(module, "bias", None)
+
+    def stream0_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states [..., H] -> logits over the joint vocabulary [..., V]."""
+        weight, bias = self._head()
+        return F.linear(hidden, weight, bias)
+
+    def codebook_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states [..., H] -> logits of every codebook over its own C ids [..., S-1, C].
+
+        One matmul with the n_q * C acoustic rows; nothing outside the codebooks is computed.
+        """
+        weight, bias = self._head()
+        start, end = self.token_list.ranges["acoustic"]
+        logits = F.linear(hidden, weight[start:end], None if bias is None else bias[start:end])
+        return logits.unflatten(-1, (self.num_streams - 1, self.codebook_size))
+
+    def hidden_states(
+        self,
+        delayed: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Any = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, Any]:
+        """Delayed rows [B, L, S] -> last hidden states [B, L, H] and the (grown) KV cache."""
+        out = self.body.base_model(
+            inputs_embeds=self.embed(delayed),
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+            use_cache=cache is not None,
+        )
+        return out.last_hidden_state, out.cache
+
+    def forward_step(
+        self,
+        delayed_rows: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: Any,
+        position_ids: torch.Tensor | None,
+    ) -> StepOutput:
+        """Decode step: feed delayed rows [B, n, S] (attention_mask [B, past + n]) and return the
+        logits of the row that follows the last one, with the grown cache."""
+        hidden, cache = self.hidden_states(delayed_rows, attention_mask, cache, position_ids)
+        last = hidden[:, -1]
+        return StepOutput(self.stream0_logits(last), self.codebook_logits(last), cache)
+
+    # ------------------------------------------------------------------ training
+    def forward(
+        self, frames: torch.Tensor, loss_mask: torch.Tensor, lengths: torch.Tensor
+    ) -> LMOutput:
+        """Teacher-forced loss.
+
+        frames: LongTensor [B, T, S] undelayed joint ids, right-padded with pad beyond `lengths`.
+        loss_mask: BoolTensor [B, T], frames whose tokens are targets.
+        lengths: LongTensor [B], valid frames per example.
+        A (row, stream) target gets loss iff its frame is in loss_mask and its id is not pad.
+        """
+        batch, num_frames, streams = frames.shape
+        if streams != self.num_streams:
+            raise ValueError(f"frames have {streams} streams, the model has {self.num_streams}")
+        pad = self.token_list.pad_id
+        positions = torch.arange(num_frames, device=frames.device)
+        target_frames = loss_mask.bool() & (positions < lengths[:, None])  # [B, T]
+        delayed = delay(frames, pad)  # [B, L, S], L = T + S - 1
+        # Delaying the frame mask gives, per (row, stream), whether that token is a target.
+        target_mask = delay(target_frames[..., None].expand(-1, -1, streams).long(), 0).bool()
+        targets = delayed[:, 1:]
+        target_mask = target_mask[:, 1:] & (targets != pad)  # [B, L-1, S]
+        # Right padding under a causal mask: no valid row ever sees a padded one.
+        hidden, _ = self.hidden_states(delayed[:, :-1])  # [B, L-1, H]
+        example_index = torch.arange(batch, device=frames.device)[:, None].expand_as(
+            targets[..., 0]
+        )
+
+        # Stream 0: full-vocabulary logits on target rows only.
+        rows0 = target_mask[..., 0]
+        targets0 = targets[..., 0][rows0]  # [N0]
+        logits0 = self.stream0_logits(hidden[rows0])  # [N0, V]
+        ce0 = F.cross_entropy(logits0.float(), targets0, reduction="none")
+        weighted0 = ce0 * self.id_weights[targets0]
+        correct0 = logits0.argmax(-1) == targets0
+
+        # Streams >= 1: codebook logits on rows where any codebook stream is a target.
+        rows_c = target_mask[..., 1:].any(-1)  # [B, L-1]
+        mask_c = target_mask[..., 1:][rows_c]  # [Nc, S-1]
+        codebook_offsets = self.acoustic_start + self.codebook_size * torch.arange(
+            streams - 1, device=frames.device
+        )
+        codes = targets[..., 1:][rows_c] - codebook_offsets  # [Nc, S-1]
+        outside = mask_c & ((codes < 0) | (codes >= self.codebook_size))
+        if outside.any():
+            raise ValueError(
+                "frames hold ids in streams >= 1 that are neither pad nor of the stream's codebook"
+            )
+        codes = codes.masked_fill(~mask_c, 0)
+        logits_c = self.codebook_logits(hidden[rows_c])  # [Nc, S-1, C]
+        ce_c = (
+            F.cross_entropy(
+                logits_c.float().flatten(0, 1), codes.flatten(), reduction="none"
+            ).view_as(codes)
+            * mask_c
+        )
+        weighted_c = ce_c * self.loss_weights["acoustic"]
+        correct_c = (logits_c.argmax(-1) == codes) & mask_c
+
+        example_loss_sum = torch.zeros(batch, device=frames.device, dtype=ce0.dtype)
+        example_loss_sum.index_add_(0, example_index[rows0], weighted0)
+        example_loss_sum.index_add_(0, example_index[rows_c], weighted_c.sum(-1))
+        loss_sum = example_loss_sum.sum()
+        num_target_frames = target_frames.sum()
+        stats = self._stats(ce0, correct0, targets0, ce_c, correct_c, mask_c)
+        return LMOutput(
+            loss=loss_sum / num_target_frames.clamp(min=1),
+            loss_sum=loss_sum,
+            num_target_frames=num_target_frames,
+            example_loss_sum=example_loss_sum,
+            stats=stats,
+        )
+
+    def _stats(
+        self,
+        ce0: torch.Tensor,
+        correct0: torch.Tensor,
+        targets0: torch.Tensor,
+        ce_c: torch.Tensor,
+        correct_c: torch.Tensor,
+        mask_c: torch.Tensor,
+    ) -> dict[str, float]:
+        """Unweighted CE sums, counts and correct counts per stream and per modality."""
+        with torch.no_grad():
+            per_stream = torch.stack(
+                [
+                    torch.cat([ce0.sum()[None], ce_c.sum(0)]),
+                    torch.cat([ce0.new_tensor([len(ce0)]), mask_c.sum(0).to(ce0.dtype)]),
+                    torch.cat([correct0.sum()[None].to(ce0.dtype), correct_c.sum(0).to(ce0.dtype)]),
+                ]
+            )  # [3, S]
+            modality0 = self.modality_ids[targets0]
+            per_modality = torch.stack(
+                [
+                    torch.zeros(len(MODALITIES), dtype=ce0.dtype, device=ce0.device).index_add_(
+                        0, modality0, values.to(ce0.dtype)
+                    )
+                    for values in (ce0, torch.ones_like(ce0), correct0)
+                ]
+            )  # [3, M]
+            acoustic = MODALITIES.index("acoustic")
+            per_modality[:, acoustic] += per_stream[:, 1:].sum(-1)
+            per_stream_list, per_modality_list = per_stream.tolist(), per_modality.tolist()
+        stats = {}
+        for kind, stream_values, modality_values in zip(
+            ("loss_sum", "count", "correct"), per_stream_list, per_modality_list
+        ):
+            for s, value in enumerate(stream_values):
+                stats[f"{kind}/stream{s}"] = value
+            for name, value in zip(MODALITIES, modality_values):
+                stats[f"{kind}/{name}"] = value
+        return stats
