@@ -1,0 +1,344 @@
+"""Task manifests (`data.json`): which utterances of which token dumps make one (task, dataset).
+
+A manifest is a plain JSON record, written once by `opuslm.bin.make_manifest` and read by the
+data loader:
+
+    {"format_version": 1, "task": "asr", "dataset": "train",
+     "entries": {"speech": "../../../dump/train/speech.scp", "text": "..."},
+     "utt2spk": null,
+     "token_list": "../../../data/token_list.json", "token_list_sha256": "...",
+     "num_streams": 9, "prompt_frames": 0,
+     "utterances": {"utt1": {"speech": 312, "text": 20, "length": 345}, ...}}
+
+Every path (entry files, `utt2spk`, token list) is stored RELATIVE TO THE MANIFEST'S DIRECTORY,
+so an experiment tree can be moved as a whole; `Manifest.path_of` resolves them. The scp files
+themselves point at their arks as kaldiio wrote them (usually relative to the recipe directory).
+
+Per utterance the manifest holds the length of each entry (frames for speech, tokens for text)
+and `length`: the number of rows of the task sequence that `opuslm.tasks.build_sequence` makes
+from it, computed arithmetically by `sequence_length` so batching never reads an ark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+
+from opuslm.vocab import TokenList
+
+FORMAT_VERSION = 1
+
+logger = logging.getLogger(__name__)
+
+# The entry files each task reads; a TTS manifest with speaker prompts also needs utt2spk.
+TASK_ENTRIES: dict[str, tuple[str, ...]] = {
+    "asr": ("speech", "text"),
+    "tts": ("text", "speech"),
+    "audiolm": ("speech",),
+    "textlm": ("text",),
+}
+# Per-utterance length files that ESPnet-style dumpers leave next to the scp.
+LENGTH_FILES = {"speech": "utt2num_frames", "text": "utt2num_tokens"}
+
+
+class ManifestError(ValueError):
+    """A manifest or one of its input files is malformed or inconsistent."""
+
+
+def sequence_length(
+    task: str, num_streams: int, speech: int = 0, text: int = 0, prompt: int = 0
+) -> int:
+    """Rows of the task sequence (DESIGN.md section 4, `opuslm.tasks.TEMPLATES`), arithmetically.
+
+    Each segment is its start token plus its rows; a speech segment followed by another segment is
+    followed by `S-1` all-pad rows; the sequence is `sos <task>` + segments + `eos`.
+    """
+    gap = num_streams - 1
+    if task == "asr":
+        return 2 + (1 + speech + gap) + (1 + text) + 1
+    if task == "tts":
+        return 2 + (1 + text) + (1 + prompt + gap) + (1 + speech) + 1
+    if task == "audiolm":
+        return 2 + (1 + speech) + 1
+    if task == "textlm":
+        return text
+    raise ManifestError(f"unknown task {task!r}; known tasks: {sorted(TASK_ENTRIES)}")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def read_key_value_file(path: str | os.PathLike) -> dict[str, str]:
+    """A Kaldi `uttid value` file -> dict, with errors naming the file and line."""
+    out: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split(maxsplit=1)
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise ManifestError(f"{path}:{lineno}: expected 'uttid value', got {line!r}")
+            if parts[0] in out:
+                raise ManifestError(f"{path}:{lineno}: duplicate utterance id {parts[0]!r}")
+            out[parts[0]] = parts[1].strip()
+    return out
+
+
+def read_lengths(path: str | os.PathLike) -> dict[str, int]:
+    """`utt2num_frames` / `utt2num_tokens` -> {uttid: length}."""
+    lengths = {}
+    for uttid, value in read_key_value_file(path).items():
+        try:
+            lengths[uttid] = int(value)
+        except ValueError:
+            raise ManifestError(
+                f"{path}: length of {uttid!r} is not an integer: {value!r}"
+            ) from None
+    return lengths
+
+
+def entry_lengths(name: str, scp: Path, num_streams: int) -> dict[str, int]:
+    """Per-utterance lengths of one entry file, from its length file or else from the arks.
+
+    Speech matrices must have `num_streams` columns; with a length file only the first one is
+    read to check that (reading every ark is what the length file is there to avoid).
+    """
+    table = kaldiio.load_scp(str(scp))
+    length_file = scp.parent / LENGTH_FILES[name]
+    if length_file.exists():
+        lengths = read_lengths(length_file)
+        missing = [u for u in table if u not in lengths]
+        if missing:
+            raise ManifestError(
+                f"{length_file}: no length for {len(missing)} utterances of {scp}, "
+                f"first {missing[0]!r}"
+            )
+        sample = list(table)[:1]
+    else:
+        logger.info("%s not found: reading lengths from the arks of %s", length_file, scp)
+        lengths = {}
+        sample = list(table)
+    for uttid in sample:
+        try:
+            value = np.asarray(table[uttid])
+        except Exception as e:
+            raise ManifestError(f"{scp}: cannot read {uttid!r}: {e}") from None
+        check_entry_shape(name, value, num_streams, f"{scp}: {uttid!r}")
+        lengths.setdefault(uttid, int(value.shape[0]))
+    return {u: lengths[u] for u in table}
+
+
+def check_entry_shape(name: str, value: np.ndarray, num_streams: int, where: str) -> None:
+    if name == "speech" and (value.ndim != 2 or value.shape[1] != num_streams):
+        raise ManifestError(f"{where}: speech must be [T, {num_streams}], got {value.shape}")
+    if name == "text" and value.ndim != 1:
+        raise ManifestError(f"{where}: text must be a vector of token ids, got {value.shape}")
+
+
+def relative_to(path: str | os.PathLike, directory: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), directory.resolve())
+
+
+@dataclass
+class Manifest:
+    """One (task, dataset): entry files, token list identity, utterances and their lengths."""
+
+    path: Path
+    task: str
+    dataset: str
+    entries: dict[str, str]
+    utt2spk: str | None
+    token_list: str
+    token_list_sha256: str
+    num_streams: int
+    prompt_frames: int
+    utterances: dict[str, dict[str, int]]
+
+    @property
+    def uttids(self) -> list[str]:
+        return list(self.utterances)
+
+    def path_of(self, relative: str) -> Path:
+        """An entry path as stored (relative to the manifest's directory) -> a usable path."""
+        return self.path.parent / relative
+
+    def lengths(self, prompt_frames: int | None = None) -> np.ndarray:
+        """int64 [N]: sequence rows per utterance (`prompt_frames` overrides the manifest's)."""
+        if prompt_frames is None or prompt_frames == self.prompt_frames:
+            return np.array([u["length"] for u in self.utterances.values()], dtype=np.int64)
+        return np.array(
+            [
+                sequence_length(
+                    self.task, self.num_streams, u.get("speech", 0), u.get("text", 0), prompt_frames
+                )
+                for u in self.utterances.values()
+            ],
+            dtype=np.int64,
+        )
+
+    def load_token_list(self) -> TokenList:
+        """The token list the manifest was built with, checked against its recorded hash."""
+        path = self.path_of(self.token_list)
+        if sha256_of(path) != self.token_list_sha256:
+            raise ManifestError(
+                f"{self.path}: token list {path} changed since the manifest was built "
+                "(SHA-256 differs); rebuild the manifest"
+            )
+        return TokenList.load(path)
+
+    def require_token_list(self, expected: TokenList) -> None:
+        """Raise naming the manifest and the first difference if its token list differs."""
+        expected.require_same(
+            self.load_token_list(), what=f"token list of manifest {self.path} (model vs manifest)"
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "task": self.task,
+            "dataset": self.dataset,
+            "entries": self.entries,
+            "utt2spk": self.utt2spk,
+            "token_list": self.token_list,
+            "token_list_sha256": self.token_list_sha256,
+            "num_streams": self.num_streams,
+            "prompt_frames": self.prompt_frames,
+            "utterances": self.utterances,
+        }
+
+    def save(self) -> None:
+        """Write atomically (temp file in the same directory, then rename)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_json(), f, ensure_ascii=False, indent=1)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Manifest:
+        path = Path(path)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ManifestError(f"{path}: manifest not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ManifestError(f"{path}: not a valid manifest JSON ({e})") from None
+        keys = [
+            "task",
+            "dataset",
+            "entries",
+            "utt2spk",
+            "token_list",
+            "token_list_sha256",
+            "num_streams",
+            "prompt_frames",
+            "utterances",
+        ]
+        if not isinstance(payload, dict) or any(k not in payload for k in keys):
+            missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
+            raise ManifestError(f"{path}: missing keys {missing}")
+        manifest = cls(path=path, **{k: payload[k] for k in keys})
+        manifest.validate()
+        return manifest
+
+    def validate(self) -> None:
+        if self.task not in TASK_ENTRIES:
+            raise ManifestError(f"{self.path}: unknown task {self.task!r}")
+        missing = [e for e in TASK_ENTRIES[self.task] if e not in self.entries]
+        if missing:
+            raise ManifestError(f"{self.path}: task {self.task} needs entries {missing}")
+        if not self.utterances:
+            raise ManifestError(f"{self.path}: the manifest has no utterances")
+        for uttid, info in self.utterances.items():
+            if not isinstance(info, Mapping) or not isinstance(info.get("length"), int):
+                raise ManifestError(f"{self.path}: utterance {uttid!r} has no integer 'length'")
+
+
+def build_manifest(
+    task: str,
+    dataset: str,
+    token_list_path: str | os.PathLike,
+    entries: Mapping[str, str | os.PathLike],
+    output: str | os.PathLike,
+    utt2spk: str | os.PathLike | None = None,
+    prompt_frames: int = 0,
+) -> Manifest:
+    """Intersect the entry files' utterances, measure them and return the manifest (not saved).
+
+    entries: entry name ("speech" / "text") -> scp path. Utterances missing from any entry file
+    (or from utt2spk, when given) are dropped and counted in the log.
+    """
+    if task not in TASK_ENTRIES:
+        raise ManifestError(f"unknown task {task!r}; known tasks: {sorted(TASK_ENTRIES)}")
+    needed = TASK_ENTRIES[task]
+    missing = [e for e in needed if e not in entries]
+    if missing:
+        raise ManifestError(f"task {task} needs entry files {missing} (got {sorted(entries)})")
+    unused = sorted(set(entries) - set(needed))
+    if unused:
+        raise ManifestError(f"task {task} does not use entry files {unused}")
+    if task == "tts" and prompt_frames <= 0:
+        raise ManifestError("a tts manifest needs prompt_frames > 0 (speaker prompt length)")
+    output = Path(output)
+    token_list = TokenList.load(token_list_path)
+    num_streams = token_list.num_streams
+
+    per_entry = {}
+    for name in needed:
+        scp = Path(entries[name])
+        if not scp.exists():
+            raise ManifestError(f"{scp}: {name} entry file not found")
+        per_entry[name] = entry_lengths(name, scp, num_streams)
+        if not per_entry[name]:
+            raise ManifestError(f"{scp}: {name} entry file lists no utterances")
+    speakers = read_key_value_file(utt2spk) if utt2spk is not None else None
+
+    candidates = sorted(set().union(*(set(v) for v in per_entry.values())))
+    keep = [
+        u
+        for u in candidates
+        if all(u in v for v in per_entry.values()) and (speakers is None or u in speakers)
+    ]
+    dropped = len(candidates) - len(keep)
+    if dropped:
+        logger.warning(
+            "%s/%s: dropped %d of %d utterances not present in every entry file",
+            task,
+            dataset,
+            dropped,
+            len(candidates),
+        )
+    if not keep:
+        raise ManifestError(f"{output}: no utterance is present in every entry file")
+    utterances = {}
+    for uttid in keep:
+        info = {name: per_entry[name][uttid] for name in needed}
+        info["length"] = sequence_length(task, num_streams, prompt=prompt_frames, **info)
+        utterances[uttid] = info
+    directory = output.parent
+    return Manifest(
+        path=output,
+        task=task,
+        dataset=dataset,
+        entries={name: relative_to(entries[name], directory) for name in needed},
+        utt2spk=relative_to(utt2spk, directory) if utt2spk is not None else None,
+        token_list=relative_to(token_list_path, directory),
+        token_list_sha256=sha256_of(token_list_path),
+        num_streams=num_streams,
+        prompt_frames=prompt_frames if task == "tts" else 0,
+        utterances=utterances,
+    )

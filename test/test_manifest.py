@@ -1,0 +1,185 @@
+"""Task manifests: intersection of entry files, sequence lengths, validation errors.
+
+`write_corpus` (tiny synthetic token dumps written with kaldiio) is shared by the training tests.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+
+from opuslm.bin import make_manifest
+from opuslm.data.manifest import Manifest, ManifestError, build_manifest, sequence_length
+from opuslm.tasks import Example, build_sequence, crop_prompt
+from opuslm.vocab import TokenList, VocabError
+
+NUM_TEXT = 40
+NUM_SEMANTIC = 16
+NUM_CODEBOOKS = 2
+CODEBOOK_SIZE = 8
+
+
+def tiny_token_list(num_text: int = NUM_TEXT) -> TokenList:
+    return TokenList.build(
+        [f"t{i}" for i in range(num_text)],
+        num_semantic=NUM_SEMANTIC,
+        num_codebooks=NUM_CODEBOOKS,
+        codebook_size=CODEBOOK_SIZE,
+    )
+
+
+def write_corpus(
+    directory: Path,
+    num_utts: int = 12,
+    speech_frames: tuple[int, int] = (6, 20),
+    text_tokens: tuple[int, int] = (3, 10),
+    num_speakers: int = 3,
+    seed: int = 0,
+    length_files: bool = True,
+) -> dict[str, Path]:
+    """speech.scp / text.scp / utt2spk / token_list.json of random tokens under `directory`.
+
+    Speech rows are int32 [T, 1 + NUM_CODEBOOKS]; text vectors int32 [L]. Returns the paths.
+    """
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    uttids = [f"spk{i % num_speakers}_utt{i:03d}" for i in range(num_utts)]
+    speech, text = {}, {}
+    for uttid in uttids:
+        frames = rng.integers(*speech_frames)
+        semantic = rng.integers(0, NUM_SEMANTIC, (frames, 1))
+        codes = rng.integers(0, CODEBOOK_SIZE, (frames, NUM_CODEBOOKS))
+        speech[uttid] = np.concatenate([semantic, codes], axis=1).astype(np.int32)
+        text[uttid] = rng.integers(0, NUM_TEXT, rng.integers(*text_tokens)).astype(np.int32)
+    for name, table in (("speech", speech), ("text", text)):
+        # NPY records: Kaldi's binary format has no int32 matrices (as opuslm.dump writes them).
+        kaldiio.save_ark(
+            str(directory / f"{name}.ark"),
+            table,
+            scp=str(directory / f"{name}.scp"),
+            write_function="numpy",
+        )
+    if length_files:
+        (directory / "utt2num_frames").write_text(
+            "".join(f"{u} {len(v)}\n" for u, v in speech.items())
+        )
+        (directory / "utt2num_tokens").write_text(
+            "".join(f"{u} {len(v)}\n" for u, v in text.items())
+        )
+    (directory / "utt2spk").write_text("".join(f"{u} {u.split('_')[0]}\n" for u in uttids))
+    tiny_token_list().save(directory / "token_list.json")
+    return {
+        "speech": directory / "speech.scp",
+        "text": directory / "text.scp",
+        "utt2spk": directory / "utt2spk",
+        "token_list": directory / "token_list.json",
+    }
+
+
+@pytest.mark.parametrize("task", ["asr", "tts", "audiolm", "textlm"])
+def test_sequence_length_matches_build_sequence(task):
+    token_list = tiny_token_list()
+    rng = np.random.default_rng(1)
+    speech = np.concatenate(
+        [rng.integers(0, NUM_SEMANTIC, (7, 1)), rng.integers(0, CODEBOOK_SIZE, (7, 2))], axis=1
+    )
+    example = Example("u", text=rng.integers(0, NUM_TEXT, 5), speech=speech)
+    example.prompt = crop_prompt(speech, 4, None)
+    built = build_sequence(task, example, token_list)
+    assert len(built.frames) == sequence_length(task, 3, speech=7, text=5, prompt=4)
+
+
+@pytest.mark.parametrize("length_files", [True, False])
+def test_manifest_intersects_entries_and_measures(tmp_path, length_files):
+    paths = write_corpus(tmp_path / "dump", num_utts=6, length_files=length_files)
+    # One utterance only in text.scp: it must be dropped.
+    extra = tmp_path / "dump" / "text2.scp"
+    lines = paths["text"].read_text().splitlines()
+    extra.write_text("\n".join(lines[:-1]) + "\n")
+    output = tmp_path / "exp" / "asr_train" / "data.json"
+    manifest = build_manifest(
+        "asr", "train", paths["token_list"], {"speech": paths["speech"], "text": extra}, output
+    )
+    manifest.save()
+    loaded = Manifest.load(output)
+    speech = kaldiio.load_scp(str(paths["speech"]))
+    text = kaldiio.load_scp(str(paths["text"]))
+    expected_ids = sorted(speech)[:-1]
+    assert loaded.uttids == expected_ids
+    for uttid, info in loaded.utterances.items():
+        assert info["speech"] == len(speech[uttid])
+        assert info["text"] == len(text[uttid])
+        assert info["length"] == len(speech[uttid]) + len(text[uttid]) + 3 + 4
+    # Paths are relative to the manifest directory and resolve back to the inputs.
+    raw = json.loads(output.read_text())
+    assert not Path(raw["entries"]["speech"]).is_absolute()
+    assert loaded.path_of(raw["entries"]["speech"]).resolve() == paths["speech"].resolve()
+    assert loaded.load_token_list() == tiny_token_list()
+
+
+def test_make_manifest_command_for_tts(tmp_path):
+    paths = write_corpus(tmp_path / "dump", num_utts=5)
+    output = tmp_path / "m" / "data.json"
+    argv = ["--task", "tts", "--dataset", "train", "--token_list", str(paths["token_list"])]
+    argv += ["--speech", str(paths["speech"]), "--text", str(paths["text"])]
+    argv += ["--utt2spk", str(paths["utt2spk"]), "--prompt_frames", "4", "--output", str(output)]
+    assert make_manifest.main(argv) == 0
+    manifest = Manifest.load(output)
+    assert manifest.prompt_frames == 4 and manifest.utt2spk is not None
+    lengths = manifest.lengths()
+    info = next(iter(manifest.utterances.values()))
+    assert lengths[0] == info["text"] + 4 + info["speech"] + 3 + 5
+    assert manifest.lengths(prompt_frames=6)[0] == lengths[0] + 2
+
+
+def test_errors_name_the_file(tmp_path):
+    paths = write_corpus(tmp_path / "dump", num_utts=3)
+    out = tmp_path / "data.json"
+    bad = tmp_path / "dump" / "utt2num_frames"
+    bad.write_text("spk0_utt000 seven\n")
+    with pytest.raises(ManifestError, match="utt2num_frames: length of 'spk0_utt000'"):
+        build_manifest("audiolm", "x", paths["token_list"], {"speech": paths["speech"]}, out)
+    with pytest.raises(ManifestError, match="task asr needs entry files"):
+        build_manifest("asr", "x", paths["token_list"], {"speech": paths["speech"]}, out)
+    with pytest.raises(ManifestError, match="prompt_frames"):
+        build_manifest("tts", "x", paths["token_list"], paths_for(paths, "text", "speech"), out)
+    # Speech dumps with the wrong number of streams.
+    bad.unlink()
+    other = TokenList.build(
+        [f"t{i}" for i in range(NUM_TEXT)], num_semantic=16, num_codebooks=3, codebook_size=8
+    )
+    other.save(tmp_path / "tl3.json")
+    with pytest.raises(ManifestError, match=r"speech.scp: 'spk0_utt000': speech must be \[T, 4\]"):
+        build_manifest("audiolm", "x", tmp_path / "tl3.json", {"speech": paths["speech"]}, out)
+
+
+def test_empty_manifest_and_changed_token_list_are_errors(tmp_path):
+    paths = write_corpus(tmp_path / "dump", num_utts=3)
+    out = tmp_path / "data.json"
+    manifest = build_manifest("audiolm", "x", paths["token_list"], {"speech": paths["speech"]}, out)
+    manifest.save()
+    payload = json.loads(out.read_text())
+    payload["utterances"] = {}
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps(payload))
+    with pytest.raises(ManifestError, match=f"{empty}: the manifest has no utterances"):
+        Manifest.load(empty)
+    renamed = TokenList.build(
+        ["t0", "t1", "t2", "x3"] + [f"t{i}" for i in range(4, NUM_TEXT)],
+        num_semantic=NUM_SEMANTIC,
+        num_codebooks=NUM_CODEBOOKS,
+        codebook_size=CODEBOOK_SIZE,
+    )
+    with pytest.raises(VocabError, match=f"manifest {out}.*first difference at token id 3"):
+        manifest.require_token_list(renamed)
+    tiny_token_list(num_text=NUM_TEXT + 1).save(paths["token_list"])
+    with pytest.raises(ManifestError, match="changed since the manifest was built"):
+        Manifest.load(out).load_token_list()
+
+
+def paths_for(paths: dict[str, Path], *names: str) -> dict[str, Path]:
+    return {n: paths[n] for n in names}
