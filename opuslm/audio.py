@@ -22,6 +22,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from opuslm.data.datadir import _parse_segment as parse_segment
+from opuslm.data.datadir import read_table
 from opuslm.dump import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -44,44 +46,14 @@ def is_pipe(rxfilename: str) -> bool:
     return rxfilename.rstrip().endswith("|")
 
 
-def iter_table(
-    path: str | os.PathLike, num_fields: int | None = None
-) -> Iterator[tuple[int, str, str]]:
-    """Yield (line number, key, rest of line) of a Kaldi `key value...` table; keys unique.
-
-    num_fields: if set, every line must have exactly this many whitespace-separated fields.
-    """
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=1)
-            if len(parts) != 2 or (num_fields is not None and len(line.split()) != num_fields):
-                expected = "'key value'" if num_fields is None else f"{num_fields} fields"
-                raise AudioError(f"{path}:{lineno}: expected {expected}, got {line.strip()!r}")
-            if parts[0] in seen:
-                raise AudioError(f"{path}:{lineno}: duplicate key {parts[0]!r}")
-            seen.add(parts[0])
-            yield lineno, parts[0], parts[1]
-
-
-def read_table(path: str | os.PathLike) -> dict[str, str]:
-    """Read a Kaldi `key value...` table (e.g. wav.scp) into {key: rest of line}."""
-    return {key: value for _, key, value in iter_table(path)}
-
-
 def read_segments(path: str | os.PathLike) -> dict[str, Segment]:
     """Read a Kaldi `segments` file: `uttid recording_id start end` per line."""
     segments = {}
-    for lineno, uttid, value in iter_table(path, num_fields=4):
-        recording, start_s, end_s = value.split()
+    for uttid, value in read_table(path).items():
         try:
-            start, end = float(start_s), float(end_s)
-        except ValueError:
-            raise AudioError(f"{path}:{lineno}: {uttid}: start/end are not numbers") from None
-        if start < 0 or (end != -1 and end <= start):
-            raise AudioError(f"{path}:{lineno}: {uttid}: bad times start={start} end={end}")
+            recording, start, end = parse_segment(value)
+        except ValueError as e:
+            raise AudioError(f"{path}: segment {uttid}: {e}") from None
         segments[uttid] = Segment(recording, start, None if end == -1 else end)
     return segments
 

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from opuslm.audio import AudioError, AudioReader, load_audio, read_segments, write_wav
+from opuslm.data.datadir import DataDirError
 
 SR = 16000
 
@@ -80,7 +81,7 @@ def test_segments_cut_the_recording(tmp_path):
 
 def test_segment_errors_name_the_line(tmp_path):
     (tmp_path / "segments").write_text("s1 rec1 1.0 0.5\n")
-    with pytest.raises(AudioError, match=r"segments:1: s1: bad times"):
+    with pytest.raises(AudioError, match=r"segments: segment s1: end 0.5 <= start 1.0"):
         read_segments(tmp_path / "segments")
     sf.write(tmp_path / "rec.wav", tone(1.0), SR)
     write_scp(tmp_path / "wav.scp", {"rec1": str(tmp_path / "rec.wav")})
@@ -134,7 +135,7 @@ def test_table_errors_name_file_and_line(tmp_path):
     write_scp(tmp_path / "wav.scp", {"a": "x.wav"})
     with open(tmp_path / "wav.scp", "a") as f:
         f.write("a y.wav\n")
-    with pytest.raises(AudioError, match=r"wav\.scp:2: duplicate key 'a'"):
+    with pytest.raises(DataDirError, match=r"wav\.scp:2: duplicate id 'a'"):
         AudioReader(tmp_path / "wav.scp")
 
 

@@ -32,6 +32,7 @@ import yaml
 from sklearn.cluster import MiniBatchKMeans
 
 from opuslm.dump import atomic_path, write_text_atomic
+from opuslm.tokenizers.acoustic import num_frames
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +44,6 @@ POWER_FLOOR = 1e-10  # librosa's power_to_db amin: digital silence must not give
 
 class SemanticError(ValueError):
     """Bad semantic tokenizer config, directory or input."""
-
-
-def num_frames(num_samples: int, hop_length: int) -> int:
-    """T = ceil(N / hop): the frame count every tokenizer with this hop agrees on."""
-    return -(-num_samples // hop_length)
 
 
 class FeatureExtractor(Protocol):
