@@ -1,0 +1,1 @@
+"""Training engine: config, schedules, checkpoints, distributed setup, the loop and its reports."""
