@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# mini_flite: ASR, TTS and a text LM trained on a multi-speaker corpus synthesised offline with
+# Debian's flite voices, on CPU. The stages are in speechlm.sh (see its header).
+#   ./run.sh [--preset demo|smoke] [speechlm.sh options, e.g. --stage 3 --stop_stage 5]
+#   demo   (default) 6,000 training utterances, tiny Llama body: about an hour on 2 CPU cores
+#   smoke  120 training utterances, a few dozen steps per stage: every stage in a few minutes
+set -euo pipefail
+
+preset=demo
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --preset) preset=${2:?--preset needs a value: demo or smoke}; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+
+# Sentences per set; text_train takes every sentence the other sets leave (about 10,000 for demo).
+case "${preset}" in
+  demo) corpus="--num_train 6000 --num_valid 200 --num_test 200 --num_text_test 500" ;;
+  smoke) corpus="--num_train 120 --num_valid 8 --num_test 8 --num_text_test 20 --num_text_train 400" ;;
+  *) echo "run.sh: unknown --preset '${preset}' (demo or smoke)" >&2; exit 1 ;;
+esac
+conf="conf/${preset}"
+
+./speechlm.sh \
+  --local_data_opts "${corpus}" \
+  --train_set train --valid_set valid --test_sets test \
+  --text_train_set text_train --text_test_sets text_test \
+  --fs 16000 --min_wav_duration 0.3 --max_wav_duration 15 \
+  --tokenizer_config "${conf}/tokenizer.yaml" \
+  --base_lm_config "${conf}/base_lm.yaml" \
+  --train_config "${conf}/train.yaml" \
+  --anneal_config "${conf}/anneal.yaml" \
+  --decode_config "${conf}/decode.yaml" \
+  --tag "${preset}" \
+  ${args[@]+"${args[@]}"}
