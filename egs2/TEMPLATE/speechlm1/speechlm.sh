@@ -183,8 +183,8 @@ stage_1() {
 format_set() {
   local set=$1 filter=$2 src="data/$1" dst="dump/raw/$1"
   require 1 "${src}/wav.scp" "${src}/text" "${src}/utt2spk"
-  local inputs=("${src}/wav.scp" "${src}/text" "${src}/utt2spk" "fs=${fs}"
-    "filter=${filter} ${min_wav_duration} ${max_wav_duration}")
+  local inputs=("${src}/wav.scp" "${src}/text" "${src}/utt2spk" "fs=${fs}")
+  [ "${filter}" = yes ] && inputs+=("durations ${min_wav_duration} ${max_wav_duration}")
   is_done "${dst}" "${inputs[@]}" && return 0
   # Split the utterance list (wav.scp, or segments when recordings are cut) into <= nj parts.
   local list="${src}/wav.scp" scp="${dst}/split/part.JOB" segments=()

@@ -9,5 +9,3 @@ fi
 # Kaldi data directories are sorted bytewise; every sort and join in the recipe must agree.
 export LC_ALL=C
 export PYTHONIOENCODING=UTF-8
-# Each parallel job is one process; let --nj, not BLAS threads, decide the CPU use.
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

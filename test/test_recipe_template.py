@@ -1,0 +1,153 @@
+"""The recipe template: setup.sh, stage selection, input checks and audio formatting (stage 2).
+
+A fresh recipe is made by setup.sh in a directory whose path has a space; its local/data.sh is
+replaced by a tiny one that writes sox-generated 8 kHz audio, so stage 2 must resample it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import soundfile
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "egs2" / "TEMPLATE" / "speechlm1"
+SETUP = TEMPLATE / "setup.sh"
+
+# train: three 1 s utterances and one of 0.2 s (dropped by --min_wav_duration 0.5);
+# valid: the same lengths, kept (only the training set is filtered); test: two of 1 s.
+TINY_DATA_SH = r"""#!/usr/bin/env bash
+set -euo pipefail
+make_set() {  # make_set <set> <uttid:seconds>...
+  local set=$1 item
+  shift
+  mkdir -p "data/${set}" "audio dir"
+  : >"data/${set}/wav.scp"; : >"data/${set}/text"; : >"data/${set}/utt2spk"
+  for item in "$@"; do
+    sox -n -r 8000 -b 16 "audio dir/${item%:*}.wav" synth "${item#*:}" sine 300
+    echo "${item%:*} $(pwd)/audio dir/${item%:*}.wav" >>"data/${set}/wav.scp"
+    echo "${item%:*} a b c" >>"data/${set}/text"
+    echo "${item%:*} spk" >>"data/${set}/utt2spk"
+  done
+  utils/fix_data_dir.sh "data/${set}"
+}
+make_set train spk-1:1 spk-2:1 spk-3:1 spk-4:0.2
+make_set valid spk-5:1 spk-6:0.2
+make_set test spk-7:1 spk-8:1
+"""
+
+
+def run(recipe: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(args), cwd=recipe, capture_output=True, text=True, timeout=120)
+
+
+def table(path: Path) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in path.read_text().splitlines())
+
+
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    target = tmp_path / "new recipe" / "speechlm1"
+    result = run(tmp_path, str(SETUP), str(target))
+    assert result.returncode == 0, result.stderr
+    return target
+
+
+@pytest.fixture
+def tiny_recipe(recipe: Path) -> Path:
+    data_sh = recipe / "local" / "data.sh"
+    data_sh.write_text(TINY_DATA_SH)
+    data_sh.chmod(0o755)
+    return recipe
+
+
+def egs_scripts() -> list[Path]:
+    return sorted(p for p in (REPO / "egs2").rglob("*.sh") if not p.is_symlink())
+
+
+def test_every_recipe_script_parses():
+    scripts = egs_scripts()
+    assert TEMPLATE / "speechlm.sh" in scripts and len(scripts) >= 12
+    for script in scripts:
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{script}: {result.stderr}"
+
+
+def test_setup_creates_a_recipe_wired_to_the_template(recipe: Path, tmp_path: Path):
+    assert (recipe / "speechlm.sh").resolve() == TEMPLATE / "speechlm.sh"
+    assert (recipe / "utils").resolve() == REPO / "utils"
+    assert not Path(str((recipe / "utils").readlink())).is_absolute()
+    for name in ("path.sh", "cmd.sh", "db.sh", "conf/tokenizer.yaml", "conf/train.yaml"):
+        assert (recipe / name).read_text() == (TEMPLATE / name).read_text()
+    help_text = run(recipe, "./speechlm.sh", "--help")
+    assert help_text.returncode == 0 and "--stop_stage" in help_text.stdout
+    stub = run(recipe, "./run.sh", "--stop_stage", "1")
+    assert stub.returncode != 0
+    assert "local/data.sh: not written yet" in stub.stderr
+    again = run(tmp_path, str(SETUP), str(recipe))
+    assert again.returncode == 1 and "exists and is not empty" in again.stderr
+
+
+def test_stage_options_run_only_the_chosen_stages(tiny_recipe: Path):
+    first = run(tiny_recipe, "./run.sh", "--stage", "1", "--stop_stage", "1")
+    assert first.returncode == 0, first.stderr
+    assert "Stage 1: data preparation" in first.stderr and "Stage 2" not in first.stderr
+    assert "stage  1 data preparation" in first.stderr  # the wall-time table
+    assert (tiny_recipe / "data" / "train" / "spk2utt").is_file()
+    assert not (tiny_recipe / "dump").exists()
+
+    second = run(
+        tiny_recipe, "./run.sh", "--stage", "2", "--stop_stage", "2", "--min_wav_duration", "0.3"
+    )
+    assert second.returncode == 0, second.stderr
+    assert "Stage 1" not in second.stderr and "Stage 3" not in second.stderr
+    assert "dropped 1 utterances < 0.3 s and 0 > 20 s; kept 3" in second.stderr
+    raw = tiny_recipe / "dump" / "raw"
+    assert set(table(raw / "train" / "wav.scp")) == {"spk-1", "spk-2", "spk-3"}
+    assert set(table(raw / "train" / "text")) == {"spk-1", "spk-2", "spk-3"}
+    assert table(raw / "train" / "spk2utt") == {"spk": "spk-1 spk-2 spk-3"}
+    assert set(table(raw / "valid" / "wav.scp")) == {"spk-5", "spk-6"}
+    durations = {k: float(v) for k, v in table(raw / "valid" / "utt2dur").items()}
+    assert durations == pytest.approx({"spk-5": 1.0, "spk-6": 0.2})
+    for wav in table(raw / "test" / "wav.scp").values():
+        info = soundfile.info(wav)
+        assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+    assert not (tiny_recipe / "exp").exists()
+
+    # Only the training set depends on the duration limits: it alone is redone.
+    changed = run(tiny_recipe, "./run.sh", "--stage", "2", "--stop_stage", "2")
+    assert changed.returncode == 0, changed.stderr
+    assert "dropped 1 utterances < 0.5 s and 0 > 20 s; kept 3" in changed.stderr
+    assert changed.stderr.count("done already") == 2
+    unchanged = run(tiny_recipe, "./run.sh", "--stage", "2", "--stop_stage", "2")
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert unchanged.stderr.count("done already") == 3
+
+
+@pytest.mark.parametrize(
+    ("stage", "options", "maker"),
+    [
+        (2, [], 1),
+        (3, [], 2),
+        (4, [], 3),
+        (5, [], 3),
+        (6, ["--base_lm_config", "conf/train.yaml"], 5),
+        (7, [], 5),
+        (8, ["--anneal_config", "conf/anneal.yaml"], 7),
+        (9, [], 7),
+        (10, [], 9),
+        (11, [], 7),
+    ],
+)
+def test_a_stage_without_its_inputs_names_the_stage_to_run(recipe, stage, options, maker):
+    result = run(recipe, "./run.sh", "--stage", str(stage), "--stop_stage", str(stage), *options)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].endswith(f"run stage {maker} first (--stage {maker})")
+
+
+def test_a_bad_stage_range_is_an_error(recipe: Path):
+    result = run(recipe, "./run.sh", "--stage", "5", "--stop_stage", "3")
+    assert result.returncode == 1
+    assert "need 1 <= --stage (5) <= --stop_stage (3) <= 11" in result.stderr
