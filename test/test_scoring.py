@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
+from opuslm.bin import score_asr
+from opuslm.eval.asr_scoring import ScoringError, read_kaldi_text, score_texts
 from opuslm.eval.normalizer import NORMALIZERS, get_normalizer, normalize_english
 
 
@@ -32,3 +38,127 @@ def test_basic_and_none_normalizers():
 def test_unknown_normalizer_lists_choices():
     with pytest.raises(ValueError, match="whisper_english, basic, none"):
         get_normalizer("kaldi")
+
+
+# --------------------------------------------------------------------------- WER / CER
+def test_wer_cer_hand_checked():
+    score = score_texts(
+        ["a", "b"], ["the cat sat on the mat", "hello world"], ["the cat sit on mat", "hello world"]
+    )
+    # "sat" -> "sit" is one substitution, the second "the" one deletion: 2 errors / 8 words.
+    assert (score.words.substitutions, score.words.deletions, score.words.insertions) == (1, 1, 0)
+    assert score.words.error_rate == pytest.approx(100 * 2 / 8)
+    # Characters (spaces count): "sat"->"sit" 1 sub, "the " 4 deletions, of 22 + 11 characters.
+    assert score.chars.num_ref == 33
+    assert score.chars.error_rate == pytest.approx(100 * 5 / 33)
+    first = score.utterances[0]
+    assert (first.words.hits, first.words.num_errors) == (4, 2)
+
+
+def test_single_pair_golden_wer():
+    score = score_texts(["u"], ["the cat sat on the mat"], ["the cat sit on mat"])
+    assert score.to_json()["wer"] == pytest.approx(33.3333)
+
+
+def test_normalizer_applies_to_both_sides():
+    refs, hyps = ["The colour is Grey."], ["the color is gray"]
+    assert score_texts(["u"], refs, hyps, "whisper_english").words.error_rate == 0.0
+    assert score_texts(["u"], refs, hyps, "none").words.num_errors == 3
+
+
+def test_empty_references_are_an_error():
+    with pytest.raises(ScoringError, match="references are empty"):
+        score_texts(["u"], ["Um, uh."], ["hello"])
+
+
+def test_sclite_alignment_lines():
+    score = score_texts(["u"], ["a big cat sat"], ["a cat sat down"], normalizer="none")
+    utt = score.utterances[0]
+    assert utt.ref_line == "a BIG cat sat ****"
+    assert utt.hyp_line == "a *** cat sat DOWN"
+
+
+# --------------------------------------------------------------------------- Kaldi text files
+def test_read_kaldi_text(tmp_path):
+    path = tmp_path / "text"
+    path.write_text("u1 hello  there\n\nu2\nu3\tTab separated\n", encoding="utf-8")
+    assert read_kaldi_text(path) == {"u1": "hello  there", "u2": "", "u3": "Tab separated"}
+
+
+def test_read_kaldi_text_duplicate_names_file_and_line(tmp_path):
+    path = tmp_path / "text"
+    path.write_text("u1 a\nu2 b\nu1 c\n", encoding="utf-8")
+    with pytest.raises(
+        ScoringError, match=rf"{path}:3: duplicate utterance id 'u1' \(first on line 1\)"
+    ):
+        read_kaldi_text(path)
+
+
+def test_read_kaldi_text_bad_utf8(tmp_path):
+    path = tmp_path / "text"
+    path.write_bytes(b"u1 ok\nu2 caf\xe9\n")
+    with pytest.raises(ScoringError, match=rf"{path}:2: not valid UTF-8"):
+        read_kaldi_text(path)
+
+
+# --------------------------------------------------------------------------- score_asr CLI
+def write_text(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def test_score_asr_end_to_end(tmp_path):
+    ref = write_text(
+        tmp_path / "ref",
+        ["u1 The cat sat on the mat.", "u2 Hello world", "u3 Colour me surprised"],
+    )
+    hyp = write_text(tmp_path / "hyp", ["u1 the cat sit on mat", "u3 color me surprised really"])
+    out = tmp_path / "score"
+    assert score_asr.main(["--ref", str(ref), "--hyp", str(hyp), "--output_dir", str(out)]) == 0
+    score = json.loads((out / "score.json").read_text())
+    # u1: 1 sub + 1 del, u2 missing: 2 del, u3: 1 ins -> 5 errors / 11 words.
+    assert score == {
+        "task": "asr",
+        "wer": pytest.approx(100 * 5 / 11, abs=1e-4),
+        "cer": pytest.approx(score["cer"]),
+        "num_utts": 3,
+        "num_ref_words": 11,
+        "sub": pytest.approx(100 / 11, abs=1e-4),
+        "del": pytest.approx(300 / 11, abs=1e-4),
+        "ins": pytest.approx(100 / 11, abs=1e-4),
+        "num_missing_hyps": 1,
+        "normalizer": "whisper_english",
+    }
+    report = (out / "result.txt").read_text()
+    assert "id: (u1)\nScores: (#C #S #D #I) 4 1 1 0\n" in report
+    assert "REF:  the cat SAT on THE mat\nHYP:  the cat SIT on *** mat\n" in report
+    assert "REF:  HELLO WORLD\nHYP:  ***** *****\n" in report
+    assert "Missing hypotheses (scored as all deletions): 1\n  u2\n" in report
+    assert re.search(r"Words\s+3\s+11\s+63\.64\s+9\.09\s+27\.27\s+9\.09\s+45\.45", report)
+
+
+def test_score_asr_extra_hypothesis_is_an_error(tmp_path, caplog):
+    ref = write_text(tmp_path / "ref", ["u1 a b", "u2 c"])
+    hyp = write_text(tmp_path / "hyp", ["u1 a b", "u9 x", "u8 y"])
+    out = tmp_path / "score"
+    assert score_asr.main(["--ref", str(ref), "--hyp", str(hyp), "--output_dir", str(out)]) == 1
+    assert f"{hyp}: 2 utterance ids are not in {ref}: u9, u8" in caplog.text
+    assert not (out / "score.json").exists()
+
+
+def test_score_asr_no_common_ids_is_an_error(tmp_path, caplog):
+    ref = write_text(tmp_path / "ref", ["u1 a b"])
+    hyp = write_text(tmp_path / "hyp", [])
+    args = ["--ref", str(ref), "--hyp", str(hyp), "--output_dir", str(tmp_path / "s")]
+    assert score_asr.main(args) == 1
+    assert "no utterance id in common" in caplog.text
+
+
+def test_score_asr_basic_normalizer_option(tmp_path):
+    ref = write_text(tmp_path / "ref", ["u1 The colour."])
+    hyp = write_text(tmp_path / "hyp", ["u1 the color"])
+    out = tmp_path / "score"
+    args = ["--ref", str(ref), "--hyp", str(hyp), "--output_dir", str(out)]
+    assert score_asr.main([*args, "--normalizer", "basic"]) == 0
+    score = json.loads((out / "score.json").read_text())
+    assert (score["wer"], score["normalizer"]) == (50.0, "basic")

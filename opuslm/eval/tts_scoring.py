@@ -1,0 +1,218 @@
+"""TTS scoring: judge-ASR WER of synthesised vs reference audio, duration ratio, speaker, MOS.
+
+The synthesised `wav.scp` holds one or more samples per utterance: key `<uttid>` (sample 0) or
+`<uttid>_sample<k>` (k = 0, 1, ...). The first sample of each utterance is scored. With
+`best_of_n=N` the sample with the fewest judge word errors among the first N is kept instead;
+the published OpusLM results ranked 10 samples this way without saying so, so the choice is
+written into score.json whenever it is used.
+
+A reference utterance without any synthesised sample is scored as an empty transcript (all
+deletions) and listed, as in ASR scoring; a synthesised key that names no reference utterance is
+an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import jiwer
+import numpy as np
+from tqdm import tqdm
+
+from opuslm.eval.asr_scoring import AsrScore, ScoringError, format_ids, score_texts
+from opuslm.eval.judges import AsrJudge, MOSPredictor, SpeakerEmbedder
+from opuslm.eval.normalizer import get_normalizer
+
+SAMPLE_KEY = re.compile(r"^(?P<uttid>.+)_sample(?P<index>\d+)$")
+
+
+class WaveformSource(Protocol):
+    """Anything that reads an utterance's waveform by key (e.g. `opuslm.audio.AudioReader`)."""
+
+    sample_rate: int
+
+    def uttids(self) -> list[str]: ...
+
+    def read(self, uttid: str) -> np.ndarray: ...
+
+
+def group_samples(keys: Sequence[str], refs: dict[str, str], where: str) -> dict[str, list[str]]:
+    """{uttid: its synthesised keys ordered by sample index} for the keys of a wav.scp."""
+    indexed: dict[str, list[tuple[int, str]]] = {}
+    unknown = []
+    for key in keys:
+        match = SAMPLE_KEY.match(key)
+        if key in refs:
+            uttid, index = key, 0
+        elif match and match["uttid"] in refs:
+            uttid, index = match["uttid"], int(match["index"])
+        else:
+            unknown.append(key)
+            continue
+        indexed.setdefault(uttid, []).append((index, key))
+    if unknown:
+        raise ScoringError(
+            f"{where}: keys that are neither a reference uttid nor <uttid>_sample<k>: "
+            f"{format_ids(unknown)}"
+        )
+    grouped = {}
+    for uttid, samples in indexed.items():
+        indices = [index for index, _ in samples]
+        if len(set(indices)) != len(indices):
+            raise ScoringError(f"{where}: utterance {uttid} has two keys for the same sample")
+        grouped[uttid] = [key for _, key in sorted(samples)]
+    return grouped
+
+
+@dataclass
+class TtsUtterance:
+    """What was measured for one utterance (the chosen sample only)."""
+
+    uttid: str
+    sample_key: str | None
+    judge_text: str
+    judge_ref_text: str
+    duration_ratio: float | None = None
+    speaker_similarity: float | None = None
+    mos: float | None = None
+    ref_mos: float | None = None
+
+
+@dataclass
+class TtsScore:
+    """Judge WER of synthesised and reference audio plus the optional speaker / MOS scores."""
+
+    synthesized: AsrScore
+    reference: AsrScore
+    utterances: list[TtsUtterance]
+    judge: str
+    best_of_n: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """The score.json fields (rates in percent); optional scores only when measured."""
+        wer, ref_wer = self.synthesized.words.error_rate, self.reference.words.error_rate
+        result: dict[str, object] = {
+            "task": "tts",
+            "judge": self.judge,
+            "wer": round(wer, 4),
+            "ref_wer": round(ref_wer, 4),
+            "wer_ratio": round(wer / ref_wer, 4) if ref_wer > 0 else None,
+            "cer": round(self.synthesized.chars.error_rate, 4),
+            "ref_cer": round(self.reference.chars.error_rate, 4),
+            "duration_ratio": _mean_of(self.utterances, "duration_ratio"),
+            "num_utts": len(self.utterances),
+            "num_missing_syn": len(self.synthesized.missing),
+            "normalizer": self.synthesized.normalizer,
+        }
+        if self.best_of_n is not None:
+            result["best_of_n"] = self.best_of_n
+        for name in ("speaker_similarity", "mos", "ref_mos"):
+            if any(getattr(u, name) is not None for u in self.utterances):
+                result[name] = _mean_of(self.utterances, name)
+        return result
+
+
+def _mean_of(utterances: list[TtsUtterance], name: str) -> float | None:
+    values = [getattr(u, name) for u in utterances if getattr(u, name) is not None]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def _word_errors(ref: str, hyp: str, normalize: Callable[[str], str]) -> int:
+    out = jiwer.process_words(normalize(ref), normalize(hyp))
+    return out.substitutions + out.deletions + out.insertions
+
+
+def score_tts(
+    refs: dict[str, str],
+    ref_audio: WaveformSource,
+    syn_audio: WaveformSource,
+    judge: AsrJudge,
+    normalizer: str = "whisper_english",
+    best_of_n: int | None = None,
+    speaker_embedder: SpeakerEmbedder | None = None,
+    mos_predictor: MOSPredictor | None = None,
+    syn_name: str = "synthesised wav.scp",
+    ref_name: str = "reference wav.scp",
+) -> TtsScore:
+    """Judge every utterance of `refs` (text) on its reference and synthesised audio.
+
+    ref_audio / syn_audio: waveform readers keyed by uttid / by sample key (see module doc), at
+    the same sample rate.
+    best_of_n: keep the sample with the fewest judge errors among the first N per utterance.
+    """
+    if ref_audio.sample_rate != syn_audio.sample_rate:
+        raise ScoringError(
+            f"reference audio at {ref_audio.sample_rate} Hz but synthesised audio at "
+            f"{syn_audio.sample_rate} Hz: read both at one rate"
+        )
+    sample_rate = ref_audio.sample_rate
+    samples = _check_inputs(refs, ref_audio, syn_audio, best_of_n, syn_name, ref_name)
+    normalize = get_normalizer(normalizer)
+    utterances = []
+    for uttid, text in tqdm(refs.items(), desc="judging", unit="utt"):
+        ref_wav = ref_audio.read(uttid)
+        utterance = TtsUtterance(uttid, None, "", judge.transcribe(ref_wav, sample_rate))
+        if mos_predictor is not None:
+            utterance.ref_mos = mos_predictor.predict(ref_wav, sample_rate)
+        keys = samples.get(uttid, [])[: best_of_n or 1]
+        if keys:
+            wavs = [syn_audio.read(key) for key in keys]
+            texts = judge.transcribe_batch(wavs, sample_rate)
+            # min() keeps the first of equally good samples.
+            best = min(range(len(keys)), key=lambda i: _word_errors(text, texts[i], normalize))
+            utterance.sample_key, utterance.judge_text = keys[best], texts[best]
+            utterance.duration_ratio = len(wavs[best]) / len(ref_wav)
+            if speaker_embedder is not None:
+                utterance.speaker_similarity = speaker_embedder.similarity(
+                    wavs[best], ref_wav, sample_rate
+                )
+            if mos_predictor is not None:
+                utterance.mos = mos_predictor.predict(wavs[best], sample_rate)
+        utterances.append(utterance)
+    uttids, ref_texts = list(refs), list(refs.values())
+    missing = [u.uttid for u in utterances if u.sample_key is None]
+    return TtsScore(
+        synthesized=score_texts(
+            uttids, ref_texts, [u.judge_text for u in utterances], normalizer, missing
+        ),
+        reference=score_texts(
+            uttids, ref_texts, [u.judge_ref_text for u in utterances], normalizer
+        ),
+        utterances=utterances,
+        judge=judge.name,
+        best_of_n=best_of_n,
+    )
+
+
+def _check_inputs(
+    refs: dict[str, str],
+    ref_audio: WaveformSource,
+    syn_audio: WaveformSource,
+    best_of_n: int | None,
+    syn_name: str,
+    ref_name: str,
+) -> dict[str, list[str]]:
+    """Fail before any judging on inputs that do not fit; returns the grouped samples."""
+    if best_of_n is not None and best_of_n < 1:
+        raise ScoringError(f"best_of_n must be at least 1, got {best_of_n}")
+    samples = group_samples(syn_audio.uttids(), refs, syn_name)
+    if not samples:
+        raise ScoringError(f"{syn_name} has no sample of any reference utterance")
+    with_audio = set(ref_audio.uttids())
+    without_audio = [uttid for uttid in refs if uttid not in with_audio]
+    if without_audio:
+        raise ScoringError(
+            f"{ref_name}: no audio for {len(without_audio)} reference utterances: "
+            f"{format_ids(without_audio)}"
+        )
+    if best_of_n is not None:
+        short = [uttid for uttid, keys in samples.items() if len(keys) < best_of_n]
+        if short:
+            raise ScoringError(
+                f"{syn_name}: best_of_n={best_of_n} but {len(short)} utterances have fewer "
+                f"samples, e.g. {short[0]} has {len(samples[short[0]])}"
+            )
+    return samples
