@@ -17,6 +17,9 @@ ENV.pop("OPUSLM_PYTHON", None)
 FAKE_SBATCH = """#!/usr/bin/env bash
 # Runs the array tasks of `sbatch --wait --array=A-B[%M] --output=... script` one after another.
 printf '%s\\n' "$@" >"$FAKE_SBATCH_ARGS"
+if [[ -n "${FAKE_SBATCH_REFUSE:-}" ]]; then
+  exit 1
+fi
 for arg in "$@"; do
   case "$arg" in --array=*) array=${arg#--array=} ;; --output=*) output=${arg#--output=} ;; esac
 done
@@ -204,6 +207,18 @@ def test_slurm_submits_an_array_and_reports_failures(root):
     ]
     run("slurm.sh", "JOB=1:2", log, "true", env=env, cwd=root)
     assert "--partition=gpu" not in lines_of(root / "args")
+    # Logs of that successful run must not hide a submission that ran nothing.
+    refuse = {**env, "FAKE_SBATCH_REFUSE": "1"}
+    refused = run("slurm.sh", "JOB=1:2", log, "true", check=False, env=refuse)
+    assert refused.returncode == 1 and "2 / 2 jobs failed" in refused.stderr
+
+
+def test_slurm_without_a_job_array(root):
+    env = fake_sbatch_env(root)
+    run("slurm.sh", root / "exp" / "train.log", "echo", "one job", env=env)
+    assert lines_of(root / "args")[:3] == ["--wait", "--array=1-1", "--job-name=train"]
+    assert lines_of(root / "exp" / "train.log")[3] == "one job"
+    assert (root / "exp" / "q" / "train.sh").exists()
 
 
 def test_split_scp_balances_lines_and_keeps_speakers_together(root):

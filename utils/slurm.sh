@@ -47,10 +47,16 @@ shift
 
 # exp/log/tok.JOB.log -> job name "tok", files exp/log/q/tok.sh and exp/log/q/tok.<task>.out
 name=$(basename "$log_template")
-name=${name//".$job_var"/}
+if [[ -n "$job_var" ]]; then
+  name=${name//".$job_var"/}
+fi
 name=${name%.*}
 queue_dir="$(dirname "$log_template")/q"
 mkdir -p "$queue_dir"
+# A log left by an earlier run must not pass for the result of a task that never started.
+for ((id = ${array%-*}; id <= ${array#*-}; id++)); do
+  rm -f "${log_template//"$job_var"/$id}"
+done
 script="$queue_dir/$name.sh"
 # The task runs the same utils/run.sh with a one-job range, from the submitting directory.
 # shellcheck disable=SC2016  # expanded by the task, not here
