@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from opuslm.bin import score_asr
+from opuslm.bin import results, score_asr
 from opuslm.eval.asr_scoring import ScoringError, read_kaldi_text, score_texts
 from opuslm.eval.normalizer import NORMALIZERS, get_normalizer, normalize_english
 
@@ -162,3 +162,75 @@ def test_score_asr_basic_normalizer_option(tmp_path):
     assert score_asr.main([*args, "--normalizer", "basic"]) == 0
     score = json.loads((out / "score.json").read_text())
     assert (score["wer"], score["normalizer"]) == (50.0, "basic")
+
+
+# --------------------------------------------------------------------------- RESULTS.md
+def write_score(directory: Path, **fields) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "score.json").write_text(json.dumps(fields), encoding="utf-8")
+
+
+GOLDEN_RESULTS = """\
+# RESULTS: tiny
+
+Error rates in percent. Written by `python -m opuslm.bin.results`.
+
+## asr: dev
+
+| decode dir | WER | CER | #utts | normalizer |
+|---|---|---|---|---|
+| decode_asr_dev | 5.00 | 2.50 | 10 | basic |
+
+## asr: test
+
+| decode dir | WER | CER | #utts | normalizer | settings |
+|---|---|---|---|---|---|
+| decode_asr_test | 12.35 | 4.50 | 200 | whisper_english | text.greedy=True, max_frames=256 |
+| sweep/beam2/test | 11.00 | 4.00 | 200 | whisper_english | - |
+
+## tts: test
+
+| decode dir | judge | WER | ref WER | WER ratio | best_of_n | settings |
+|---|---|---|---|---|---|---|
+| decode_tts_test | pocketsphinx | 30.00 | 20.00 | 1.50 | - | top_k=30 |
+| decode_tts_test_best10 | pocketsphinx | 10.00 | 20.00 | 0.50 | 10 | - |
+"""
+
+
+def test_results_golden_table(tmp_path, capsys):
+    exp = tmp_path / "tiny"
+    asr = {
+        "task": "asr",
+        "wer": 12.345,
+        "cer": 4.5,
+        "num_utts": 200,
+        "normalizer": "whisper_english",
+    }
+    write_score(exp / "decode_asr_test", **asr)
+    (exp / "decode_asr_test" / "decode_config.yaml").write_text(
+        "asr:\n  text: {greedy: true}\n  max_frames: 256\ntts:\n  min_frames: 1\n"
+    )
+    write_score(
+        exp / "decode_asr_dev", task="asr", wer=5.0, cer=2.5, num_utts=10, normalizer="basic"
+    )
+    write_score(exp / "sweep" / "beam2" / "test", **asr | {"wer": 11.0, "cer": 4.0})
+    tts = {"task": "tts", "judge": "pocketsphinx", "wer": 30.0, "ref_wer": 20.0, "wer_ratio": 1.5}
+    write_score(exp / "decode_tts_test", **tts)
+    (exp / "decode_tts_test" / "config.yaml").write_text("top_k: 30\n")
+    best = tts | {"wer": 10.0, "wer_ratio": 0.5, "best_of_n": 10, "test_set": "test"}
+    write_score(exp / "decode_tts_test_best10", **best)
+    assert results.main([str(exp)]) == 0
+    assert (exp / "RESULTS.md").read_text() == GOLDEN_RESULTS
+    assert capsys.readouterr().out == GOLDEN_RESULTS
+
+
+def test_results_errors_name_the_file(tmp_path, caplog):
+    assert results.main([str(tmp_path)]) == 1
+    assert "no score.json found" in caplog.text
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "score.json").write_text("{not json")
+    assert results.main([str(tmp_path)]) == 1
+    assert f"{tmp_path / 'd' / 'score.json'}: not valid JSON" in caplog.text
+    (tmp_path / "d" / "score.json").write_text('{"wer": 1.0}')
+    assert results.main([str(tmp_path)]) == 1
+    assert "expected a JSON object with a 'task' field" in caplog.text
