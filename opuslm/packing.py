@@ -1,0 +1,488 @@
+"""The packed model directory: all that inference needs, loadable without unpickling anything.
+
+    packed/
+        config.yaml                 PackedConfig: the LM's config_dict, the tokenizer directories
+                                    (relative), sample and frame rate, the TTS prompt settings,
+                                    default decoding settings per task
+        model.safetensors           the LM's weights
+        token_list.json             the joint vocabulary
+        text_tokenizer/             the text tokenizer's own saved directory
+        semantic/                   k-means centroids and feature config
+        codec/                      codec config and weights
+        default_prompt.safetensors  optional: raw token rows [P, S] of the TTS speaker used when
+                                    `synthesize` gets no prompt
+
+Only safetensors, JSON, YAML and plain text are read, so a planted pickle is refused, never run.
+`pack` writes the directory under a temporary name and renames it into place; it checks that the
+token list matches the tokenizers and that the weights have the shapes the config and token list
+need. `load_packed` repeats these checks and names the first difference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import torch
+import yaml
+from safetensors.numpy import load_file as load_numpy_file
+from safetensors.numpy import save_file as save_numpy_file
+
+from opuslm.model.generate import GenerationConfig, SamplingConfig
+from opuslm.model.lm import MultiStreamLM
+from opuslm.tasks import TASK_TARGETS, crop_prompt
+from opuslm.train.checkpoint import load_weights, resolve_checkpoint, save_weights
+from opuslm.vocab import TokenList, VocabError
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG = "config.yaml"
+WEIGHTS = "model.safetensors"
+TOKEN_LIST = "token_list.json"
+TEXT_TOKENIZER = "text_tokenizer"
+SEMANTIC = "semantic"
+CODEC = "codec"
+DEFAULT_PROMPT = "default_prompt.safetensors"
+# What a packed directory must hold, for error messages (the default prompt is optional).
+REQUIRED_ENTRIES = {
+    CONFIG: "model architecture, tokenizer paths, sample rate, decoding defaults",
+    WEIGHTS: "the LM's weights",
+    TOKEN_LIST: "the joint vocabulary",
+    f"{TEXT_TOKENIZER}/": "the text tokenizer",
+    f"{SEMANTIC}/": "the semantic tokenizer: features and k-means",
+    f"{CODEC}/": "the codec",
+}
+DEFAULT_PROMPT_SECONDS = 3.0
+
+# Decoding defaults per task. Speech is sampled (greedy speech decoding tends to loop on one
+# unit); text is greedy. max_seconds bounds speech targets and is turned into frames at pack time.
+DEFAULT_DECODING: dict[str, dict[str, Any]] = {
+    "asr": {"max_frames": 256},
+    "textlm": {"max_frames": 128},
+    "tts": {
+        "semantic": {"greedy": False, "top_k": 30, "temperature": 0.8},
+        "acoustic": {"greedy": False, "top_k": 30, "temperature": 0.8},
+        "min_frames": 1,
+        "max_seconds": 30.0,
+    },
+    "audiolm": {
+        "semantic": {"greedy": False, "top_k": 30, "temperature": 0.8},
+        "acoustic": {"greedy": False, "top_k": 30, "temperature": 0.8},
+        "min_frames": 1,
+        "max_seconds": 10.0,
+    },
+}
+
+
+class PackError(ValueError):
+    """A packed directory (or the inputs of `pack`) that is incomplete or inconsistent."""
+
+
+def _required_listing() -> str:
+    return "; ".join(f"{name} ({what})" for name, what in REQUIRED_ENTRIES.items())
+
+
+# ------------------------------------------------------------------------------ decoding config
+def generation_config(task: str, settings: dict, where: str) -> GenerationConfig:
+    """A GenerationConfig for `task` from a settings mapping, e.g.
+
+        {"text": {"greedy": true}, "semantic": {"greedy": false, "top_k": 30},
+         "acoustic": {...}, "min_frames": 0, "max_frames": 512}
+
+    Unknown keys and bad values raise PackError naming `where` and the key.
+    """
+    if task not in TASK_TARGETS:
+        raise PackError(f"{where}: unknown task {task!r}; known tasks: {', '.join(TASK_TARGETS)}")
+    modality_keys = {f.name for f in dataclasses.fields(SamplingConfig)}
+    known = {"text", "semantic", "acoustic", "min_frames", "max_frames"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise PackError(f"{where}: unknown decoding key {unknown[0]!r} (known: {sorted(known)})")
+    kwargs: dict[str, Any] = {"target": TASK_TARGETS[task]}
+    try:
+        for name, value in settings.items():
+            if name in ("min_frames", "max_frames"):
+                kwargs[name] = int(value)
+                continue
+            if not isinstance(value, dict):
+                raise PackError(f"{where}: {name} must be a mapping of {sorted(modality_keys)}")
+            bad = sorted(set(value) - modality_keys)
+            if bad:
+                raise PackError(
+                    f"{where}: unknown key {name}.{bad[0]} (known: {sorted(modality_keys)})"
+                )
+            kwargs[name] = SamplingConfig(**value)
+        return GenerationConfig(**kwargs)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, PackError):
+            raise
+        raise PackError(f"{where}: bad decoding settings for {task}: {e}") from None
+
+
+def merge_settings(base: dict, overrides: dict) -> dict:
+    """Overrides win key by key; per-modality mappings are merged one level deep."""
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _default_decoding(frame_rate: float) -> dict[str, dict]:
+    decoding = {}
+    for task, settings in DEFAULT_DECODING.items():
+        settings = dict(settings)
+        seconds = settings.pop("max_seconds", None)
+        if seconds is not None:
+            settings["max_frames"] = round(seconds * frame_rate)
+        decoding[task] = settings
+    return decoding
+
+
+# ------------------------------------------------------------------------------ config.yaml
+@dataclass
+class PackedConfig:
+    """config.yaml of a packed directory; tokenizer entries are paths relative to it."""
+
+    model: dict
+    sample_rate: int
+    frame_rate: float
+    # TTS speaker prompts are cropped / looped to this many frames, as in training.
+    prompt_frames: int
+    # How the model saw prompts in training: "speaker" (another utterance) or "self" (own prefix).
+    prompt_source: str = "speaker"
+    decoding: dict[str, dict] = field(default_factory=dict)
+    text_tokenizer: str = TEXT_TOKENIZER
+    semantic: str = SEMANTIC
+    codec: str = CODEC
+    default_prompt: str | None = None
+    source_checkpoint: str | None = None
+    format: int = FORMAT_VERSION
+
+    @classmethod
+    def load(cls, path: Path) -> PackedConfig:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise PackError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise PackError(f"{path}: expected a mapping")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PackError(f"{path}: unknown config key {unknown[0]!r} (known: {sorted(known)})")
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        if missing:
+            raise PackError(f"{path}: missing config key {missing[0]!r}")
+        config = cls(**data)
+        if config.format != FORMAT_VERSION:
+            raise PackError(
+                f"{path}: packed format {config.format}, this version reads {FORMAT_VERSION}"
+            )
+        for task, settings in config.decoding.items():
+            generation_config(task, settings, f"{path}: decoding.{task}")
+        return config
+
+    def save(self, path: Path) -> None:
+        text = yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+        path.write_text(text, encoding="utf-8")
+
+
+# ------------------------------------------------------------------------------ checks
+def check_tokenizers(token_list: TokenList, text_tokenizer, semantic, codec, where: str) -> None:
+    """Raise PackError naming the first difference between the token list and the tokenizers.
+
+    The expected list is rebuilt from the tokenizers with the token list's own text block size,
+    tasks and special slots, so any token string, size or codebook mismatch is found.
+    """
+    try:
+        expected = TokenList.build(
+            text_tokens=text_tokenizer.tokens(),
+            num_text_rows=token_list.size("text"),
+            num_semantic=semantic.num_clusters,
+            num_codebooks=codec.num_codebooks,
+            codebook_size=codec.codebook_size,
+            tasks=token_list.tasks,
+            special_slots=token_list.size("special"),
+        )
+        expected.require_same(token_list, f"{where}: token list vs the tokenizers")
+    except VocabError as e:
+        message = str(e) if str(e).startswith(where) else f"{where}: {e}"
+        raise PackError(message) from None
+    if semantic.sample_rate != codec.sample_rate or semantic.hop_length != codec.hop_length:
+        raise PackError(
+            f"{where}: the semantic tokenizer runs at {semantic.sample_rate} Hz / hop "
+            f"{semantic.hop_length} but the codec at {codec.sample_rate} Hz / hop "
+            f"{codec.hop_length}; their frames would not line up"
+        )
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors state dict; anything else (e.g. a pickle) is refused, never unpickled."""
+    if not path.is_file():
+        raise PackError(f"{path}: weights file not found")
+    try:
+        return load_weights(path)
+    except (safetensors.SafetensorError, OSError, ValueError) as e:
+        raise PackError(
+            f"{path}: not a safetensors file ({e}); packed models are only read from "
+            f"safetensors, never unpickled"
+        ) from None
+
+
+def load_state(model: MultiStreamLM, state: dict[str, torch.Tensor], where: str) -> None:
+    """load_state_dict after naming the first missing / unexpected name or mismatched shape."""
+    expected = model.state_dict()
+    token_list = model.token_list
+    for name, tensor in expected.items():
+        if name not in state:
+            raise PackError(f"{where}: weight {name} is missing")
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise PackError(
+                f"{where}: {name} has shape {list(state[name].shape)} but the config and the "
+                f"token list ({len(token_list)} ids, {token_list.num_streams} streams) need "
+                f"{list(tensor.shape)}"
+            )
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise PackError(f"{where}: unexpected weight {unexpected[0]} (not in the model)")
+    model.load_state_dict(state, strict=True)
+
+
+def build_model(
+    model_config: dict, token_list: TokenList, state: dict[str, torch.Tensor], directory: Path
+) -> MultiStreamLM:
+    """MultiStreamLM with the architecture of `model_config` (from directory/config.yaml) and the
+    weights `state` (from directory/model.safetensors)."""
+    try:
+        model = MultiStreamLM.from_config_dict(model_config, token_list)
+    except (ValueError, KeyError, TypeError) as e:
+        raise PackError(
+            f"{directory / CONFIG}: the model config does not fit {directory / TOKEN_LIST}: {e}"
+        ) from None
+    load_state(model, state, str(directory / WEIGHTS))
+    return model.eval()
+
+
+def tokenize_waveform(semantic, codec, wav: np.ndarray) -> np.ndarray:
+    """Waveform float32 [N] at the codec's rate -> raw token rows int64 [T, S]: the semantic
+    unit, then the codec codes (the layout of the `speech.scp` dumps)."""
+    units = np.asarray(semantic.encode(wav), dtype=np.int64)
+    codes = np.asarray(codec.encode(wav), dtype=np.int64)
+    # Both give T = ceil(N / hop) on the same hop (checked by check_tokenizers); a backend that
+    # drops a frame at the end is cut to the common length.
+    length = min(len(units), len(codes))
+    return np.concatenate([units[:length, None], codes[:length]], axis=1)
+
+
+# ------------------------------------------------------------------------------ loading
+@dataclass
+class PackedModel:
+    """Everything a packed directory holds, loaded."""
+
+    directory: Path
+    config: PackedConfig
+    token_list: TokenList
+    model: MultiStreamLM
+    text_tokenizer: Any
+    semantic: Any
+    codec: Any
+    default_prompt: np.ndarray | None  # raw token rows [P, S], or None
+
+
+def load_tokenizers(
+    text_tokenizer_dir: Path, semantic_dir: Path, codec_dir: Path
+) -> tuple[Any, Any, Any]:
+    """(text tokenizer, semantic tokenizer, codec) from their saved directories."""
+    from opuslm.tokenizers.acoustic import load_codec
+    from opuslm.tokenizers.semantic import load_semantic_tokenizer
+    from opuslm.tokenizers.text import load_text_tokenizer
+
+    loaded = []
+    for path, loader in (
+        (text_tokenizer_dir, load_text_tokenizer),
+        (semantic_dir, load_semantic_tokenizer),
+        (codec_dir, load_codec),
+    ):
+        if not Path(path).is_dir():
+            raise PackError(f"{path}: tokenizer directory missing")
+        try:
+            loaded.append(loader(path))
+        except (ValueError, OSError) as e:
+            raise PackError(f"{path}: cannot load the tokenizer: {e}") from None
+    return loaded[0], loaded[1], loaded[2]
+
+
+def read_default_prompt(path: Path, num_streams: int) -> np.ndarray:
+    try:
+        rows = load_numpy_file(str(path))["prompt"]
+    except (safetensors.SafetensorError, OSError, KeyError) as e:
+        raise PackError(f"{path}: not a default prompt safetensors file ({e})") from None
+    if rows.ndim != 2 or rows.shape[1] != num_streams or len(rows) == 0:
+        raise PackError(f"{path}: prompt must be [P > 0, {num_streams}], got {list(rows.shape)}")
+    return rows.astype(np.int64)
+
+
+def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu") -> PackedModel:
+    """Load a packed directory (see the module docstring) onto `device`."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PackError(f"{directory}: not a directory; a packed model holds {_required_listing()}")
+    for name in REQUIRED_ENTRIES:
+        if not (directory / name).exists():
+            raise PackError(
+                f"{directory}: {name} is missing; a packed model directory holds "
+                f"{_required_listing()}"
+            )
+    config = PackedConfig.load(directory / CONFIG)
+    try:
+        token_list = TokenList.load(directory / TOKEN_LIST)
+    except VocabError as e:
+        raise PackError(str(e)) from None
+    text_tokenizer, semantic, codec = load_tokenizers(
+        directory / config.text_tokenizer, directory / config.semantic, directory / config.codec
+    )
+    check_tokenizers(token_list, text_tokenizer, semantic, codec, str(directory))
+    state = read_weights(directory / WEIGHTS)
+    model = build_model(config.model, token_list, state, directory)
+    default_prompt = None
+    if config.default_prompt is not None:
+        default_prompt = read_default_prompt(
+            directory / config.default_prompt, token_list.num_streams
+        )
+    return PackedModel(
+        directory=directory,
+        config=config,
+        token_list=token_list,
+        model=model.to(device),
+        text_tokenizer=text_tokenizer,
+        semantic=semantic,
+        codec=codec,
+        default_prompt=default_prompt,
+    )
+
+
+# ------------------------------------------------------------------------------ packing
+def _training_prompt_settings(training: dict, checkpoint: Path) -> tuple[int | None, str]:
+    """(prompt_frames, prompt_source) the model was trained with, from the run config."""
+    data = training.get("data", {}) if isinstance(training, dict) else {}
+    source = data.get("prompt_source", "speaker")
+    frames = data.get("prompt_frames")
+    if frames:
+        return int(frames), source
+    for entry in data.get("train", []):
+        manifest_path = Path(entry.get("path", "")) if isinstance(entry, dict) else None
+        if manifest_path is None or not manifest_path.is_file():
+            continue
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("task") == "tts" and manifest.get("prompt_frames"):
+            return int(manifest["prompt_frames"]), source
+    logger.info("%s: no TTS prompt length found in the run config or its manifests", checkpoint)
+    return None, source
+
+
+def pack(
+    checkpoint: str | os.PathLike,
+    text_tokenizer_dir: str | os.PathLike,
+    semantic_dir: str | os.PathLike,
+    codec_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    prompt_frames: int | None = None,
+    default_prompt_wav: str | os.PathLike | None = None,
+    decoding: dict[str, dict] | None = None,
+) -> Path:
+    """Write a packed model directory from a checkpoint and the three tokenizer directories.
+
+    checkpoint: a step directory, or a run / checkpoints directory (its `latest` is used).
+    prompt_frames: TTS prompt length in frames; default: the training run's, else 3 seconds.
+    default_prompt_wav: audio of the speaker used by TTS without a prompt (optional; a training
+        utterance is a good choice); it is stored as tokens, cut to `prompt_frames`.
+    decoding: per-task overrides of the default decoding settings.
+    """
+    from opuslm.audio import AudioError, load_audio
+    from opuslm.train.checkpoint import CheckpointError, load_checkpoint_config
+
+    try:
+        step_dir = resolve_checkpoint(checkpoint)
+        run_config = load_checkpoint_config(step_dir)
+    except CheckpointError as e:
+        raise PackError(str(e)) from None
+    if not isinstance(run_config, dict) or "model" not in run_config:
+        raise PackError(f"{step_dir / 'config.yaml'}: expected a mapping with a 'model' entry")
+    try:
+        token_list = TokenList.load(step_dir / TOKEN_LIST)
+    except VocabError as e:
+        raise PackError(str(e)) from None
+    text_tokenizer, semantic, codec = load_tokenizers(
+        Path(text_tokenizer_dir), Path(semantic_dir), Path(codec_dir)
+    )
+    check_tokenizers(token_list, text_tokenizer, semantic, codec, str(step_dir))
+    state = read_weights(step_dir / WEIGHTS)
+    model = build_model(run_config["model"], token_list, state, step_dir)
+
+    trained_frames, prompt_source = _training_prompt_settings(
+        run_config.get("training", {}), step_dir
+    )
+    prompt_frames = prompt_frames or trained_frames
+    if prompt_frames is None:
+        prompt_frames = round(DEFAULT_PROMPT_SECONDS * codec.frame_rate)
+        logger.info("TTS prompts will be %d frames (%.1f s)", prompt_frames, DEFAULT_PROMPT_SECONDS)
+    settings = _default_decoding(codec.frame_rate)
+    for task, overrides in (decoding or {}).items():
+        settings[task] = merge_settings(settings.get(task, {}), overrides)
+        generation_config(task, settings[task], f"decoding settings for {task}")
+    config = PackedConfig(
+        model=model.config_dict(),
+        sample_rate=int(codec.sample_rate),
+        frame_rate=float(codec.frame_rate),
+        prompt_frames=int(prompt_frames),
+        prompt_source=prompt_source,
+        decoding=settings,
+        default_prompt=DEFAULT_PROMPT if default_prompt_wav is not None else None,
+        source_checkpoint=str(step_dir.resolve()),
+    )
+
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(
+        tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp")
+    )
+    try:
+        config.save(tmp / CONFIG)
+        save_weights(model.state_dict(), tmp / WEIGHTS)
+        token_list.save(tmp / TOKEN_LIST)
+        text_tokenizer.save(tmp / TEXT_TOKENIZER)
+        semantic.save(tmp / SEMANTIC)
+        codec.save(tmp / CODEC)
+        if default_prompt_wav is not None:
+            try:
+                wav = load_audio(str(default_prompt_wav), "default prompt", codec.sample_rate)
+            except AudioError as e:
+                raise PackError(str(e)) from None
+            rows = crop_prompt(tokenize_waveform(semantic, codec, wav), prompt_frames, rng=None)
+            save_numpy_file({"prompt": rows.astype(np.int32)}, str(tmp / DEFAULT_PROMPT))
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output_dir
