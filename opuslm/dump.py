@@ -20,7 +20,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +54,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """`abs_path size mtime_ns`: changes when an input file is replaced or edited."""
+def fingerprint(path: str | os.PathLike) -> str:
+    """Path, size and mtime of a file, or of each file under a directory.
+
+    Changes when an input is replaced or edited, so a dump made from older inputs is redone.
+    """
     path = Path(path).resolve()
-    stat = path.stat()
-    return f"{path} {stat.st_size} {stat.st_mtime_ns}"
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return "; ".join(f"{p} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
 
 
 def split_for_job(keys: Sequence[str], job: int, nj: int) -> list[str]:
@@ -79,10 +82,7 @@ class Shard:
 
     def summary(self, signature: dict) -> dict | None:
         """The `.done` summary if this shard is finished with the same inputs, else None."""
-        try:
-            done = json.loads(self.path("done").read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        done = _read_json(self.path("done"))
         complete = all(self.path(s).is_file() for s in ("ark", "scp", "lengths"))
         return done if complete and done.get("signature") == signature else None
 
@@ -170,17 +170,18 @@ def merge_shards(
     return totals
 
 
-def run_jobs(argv: Sequence[str], nj: int, log_dir: Path, runner: str = "utils/run.sh") -> None:
+def run_jobs(
+    argv: Sequence[str], nj: int, log_template: Path, runner: str = "utils/run.sh"
+) -> None:
     """Run `argv` once per job with each argument `JOB` replaced by 1..nj, all in parallel.
 
     Goes through the recipe's Kaldi-style job runner (`runner JOB=1:N log cmd...`) when it exists,
-    so Slurm setups work, else starts the processes here. One log file per job.
+    so Slurm setups work, else starts the processes here. `log_template` contains `JOB`.
     """
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_template = str(log_dir / f"{log_dir.name}.JOB.log")
+    log_template.parent.mkdir(parents=True, exist_ok=True)
     if Path(runner).is_file():
-        command = [runner, f"JOB=1:{nj}", log_template, *argv]
         logger.info("running %d jobs through %s; logs: %s", nj, runner, log_template)
+        command = [runner, f"JOB=1:{nj}", str(log_template), *argv]
         if subprocess.run(command, check=False).returncode != 0:
             raise DumpError(f"some of the {nj} jobs failed; see {log_template}")
         return
@@ -188,14 +189,95 @@ def run_jobs(argv: Sequence[str], nj: int, log_dir: Path, runner: str = "utils/r
     procs = []
     for job in range(1, nj + 1):
         job_argv = [str(job) if a == "JOB" else a for a in argv]
-        with open(log_template.replace("JOB", str(job)), "w", encoding="utf-8") as log:
+        with open(str(log_template).replace("JOB", str(job)), "w", encoding="utf-8") as log:
             log.write(f"# {shlex.join(job_argv)}\n")
             log.flush()
             procs.append(subprocess.Popen(job_argv, stdout=log, stderr=subprocess.STDOUT))
     failed = [job for job, proc in enumerate(procs, 1) if proc.wait() != 0]
     if failed:
-        logs = ", ".join(log_template.replace("JOB", str(j)) for j in failed)
+        logs = ", ".join(str(log_template).replace("JOB", str(j)) for j in failed)
         raise DumpError(f"jobs {failed} of {nj} failed; see {logs}")
+
+
+@dataclass
+class Dump:
+    """What a dumper writes: `<output_dir>/<name>.scp` plus `<lengths_name>`, by `nj` jobs.
+
+    module: the `python -m` module that re-runs itself as one job (`... --job J`).
+    signature: everything the result depends on (input fingerprints, options); a shard or merged
+        dump made with a different signature is redone.
+    """
+
+    output_dir: Path
+    name: str
+    lengths_name: str
+    module: str
+    nj: int
+    signature: dict
+
+    def run(
+        self,
+        argv: Sequence[str],
+        job: int | None,
+        write_shard: Callable[[ShardWriter, int], dict],
+    ) -> dict | None:
+        """Write shard `job`, or (job None) all shards, in parallel if nj > 1, then merge.
+
+        write_shard(writer, job) adds the job's arrays and returns its summary (numbers are
+        summed over shards). Returns the summary of what was asked for, None if already done.
+        """
+        if job is not None:
+            summary = self._write(job, write_shard)
+            if summary is not None:
+                logger.info("job %d of %d: %s", job, self.nj, format_summary(summary))
+            return summary
+        merged = self.output_dir / f"{self.name}.done"
+        scp = self.output_dir / f"{self.name}.scp"
+        pending = [j for j in range(1, self.nj + 1) if not self._shard(j).summary(self.signature)]
+        if not pending and scp.is_file() and _read_json(merged).get("signature") == self.signature:
+            logger.info("%s is complete and up to date; nothing to do", scp)
+            return None
+        if self.nj == 1 and pending:
+            self._write(1, write_shard)
+        elif pending:
+            job_argv = python_module_argv(self.module, [*argv, "--job", "JOB"])
+            run_jobs(job_argv, self.nj, self.output_dir / "log" / "tokenize.JOB.log")
+        totals = merge_shards(
+            self.output_dir, self.name, self.nj, self.lengths_name, self.signature
+        )
+        write_text_atomic(merged, json.dumps({"signature": self.signature, **totals}) + "\n")
+        logger.info("wrote %s: %s", scp, format_summary(totals))
+        return totals
+
+    def _shard(self, job: int) -> Shard:
+        return Shard(self.output_dir, self.name, job)
+
+    def _write(self, job: int, write_shard: Callable[[ShardWriter, int], dict]) -> dict | None:
+        shard = self._shard(job)
+        if shard.summary(self.signature):
+            logger.info("shard %d of %d is already done; skipping it", job, self.nj)
+            return None
+        (self.output_dir / f"{self.name}.done").unlink(missing_ok=True)
+        with ShardWriter(shard, self.signature) as writer:
+            summary = write_shard(writer, job)
+            writer.commit(summary)
+        return summary
+
+
+def format_summary(summary: dict) -> str:
+    """`utterances 4, frames 810, hours 0.0045, skipped 0` (the numeric fields, in order)."""
+    numbers = {k: v for k, v in summary.items() if isinstance(v, int | float)}
+    return ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items()
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 def python_module_argv(module: str, args: Sequence[str]) -> list[str]:

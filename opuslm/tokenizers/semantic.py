@@ -29,7 +29,6 @@ import numpy as np
 import scipy.fft
 import torch
 import yaml
-from sklearn.cluster import MiniBatchKMeans
 
 from opuslm.dump import atomic_path, write_text_atomic
 from opuslm.tokenizers.acoustic import num_frames
@@ -401,6 +400,10 @@ def train_kmeans(frames: np.ndarray, num_clusters: int, seed: int = 0) -> np.nda
             f"{len(frames)} feature frames are too few for {num_clusters} clusters; "
             f"use more audio or fewer clusters"
         )
+    # Imported here: sklearn costs seconds of start-up that the dump jobs, which only assign
+    # units, would pay once per job.
+    from sklearn.cluster import MiniBatchKMeans
+
     kmeans = MiniBatchKMeans(
         n_clusters=num_clusters,
         batch_size=min(len(frames), max(4096, 4 * num_clusters)),
