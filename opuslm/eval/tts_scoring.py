@@ -110,8 +110,9 @@ class TtsScore:
         if self.best_of_n is not None:
             result["best_of_n"] = self.best_of_n
         for name in ("speaker_similarity", "mos", "ref_mos"):
-            if any(getattr(u, name) is not None for u in self.utterances):
-                result[name] = _mean_of(self.utterances, name)
+            mean = _mean_of(self.utterances, name)
+            if mean is not None:
+                result[name] = mean
         return result
 
 
