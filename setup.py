@@ -37,6 +37,9 @@ install_requires = [
     "librosa>=0.10",
     # k-means for semantic tokens and for the residual codebooks of the built-in codec.
     "scikit-learn>=1.3",
+    # Whisper's English text normaliser with its spelling table, offline (transformers would fetch
+    # that table from the hub).
+    "whisper-normalizer>=0.1.15",
     # Offline ASR judge for TTS scoring; ships its own English model.
     "pocketsphinx>=5.0",
 ]
