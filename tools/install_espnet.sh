@@ -66,10 +66,28 @@ EOF
 log "runtime requirements: $(tr '\n' ' ' <"${workdir}/requirements.txt")"
 pip_install -c "${workdir}/constraints.txt" -r "${workdir}/requirements.txt"
 
+# espnet2's gan_codec and SSL frontends import torchaudio (for its Spectrogram/MelSpectrogram
+# transforms), which espnet does not declare. PyPI's Linux torchaudio wheels are built against a
+# CUDA torch: their C++ extension fails to load beside a CPU torch. torchaudio imports as pure
+# Python when its extension libraries are absent, and the transforms need nothing else, so in
+# that case the libraries are removed (torchaudio's own I/O, alignment and RNN-T ops then fail).
+if ! "${PYTHON}" -c 'import torchaudio' 2>/dev/null; then
+    log "installing torchaudio without dependencies"
+    pip_install --no-deps torchaudio
+    if ! "${PYTHON}" -c 'import torchaudio' 2>"${workdir}/torchaudio.err"; then
+        ta_lib=$("${PYTHON}" -c 'import importlib.util as u, pathlib as p; print(p.Path(u.find_spec("torchaudio").origin).parent / "lib")')
+        log "torchaudio's C++ extension does not load with torch ${torch_before}:"
+        tail -n 1 "${workdir}/torchaudio.err"
+        log "removing ${ta_lib}/*.so: torchaudio runs as pure Python (transforms only)"
+        rm -f "${ta_lib}"/*.so
+        "${PYTHON}" -c 'import torchaudio.transforms'
+    fi
+fi
+
 torch_after=$("${PYTHON}" -c 'import torch; print(torch.__version__)')
 if [ "${torch_after}" != "${torch_before}" ]; then
     log "error: torch changed from ${torch_before} to ${torch_after}; reinstall torch==${torch_before}"
     exit 1
 fi
-"${PYTHON}" -c 'import espnet, espnet2.gan_codec; print("espnet", espnet.__version__)'
+"${PYTHON}" -c 'import espnet, espnet2.tasks.gan_codec; print("espnet", espnet.__version__)'
 log "done: espnet ${ESPNET_VERSION} installed, torch ${torch_after} unchanged"

@@ -69,11 +69,17 @@ class ESPnetCodec:
             raise CodecError(f"{self.model_config}: not an ESPnet gan_codec training config")
         self.model = task.build_model(argparse.Namespace(**args))
         state_dict = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        missing, unexpected = self.model.load_state_dict(state_dict, strict=False)
+        # Only the generator (encoder, quantizer, decoder) codes audio; a checkpoint stripped of
+        # the discriminator is complete for our use.
+        missing = [
+            k
+            for k in self.model.load_state_dict(state_dict, strict=False).missing_keys
+            if k.startswith("codec.generator.")
+        ]
         if missing:
             raise CodecError(
-                f"{self.checkpoint}: {len(missing)} weights of the model in {self.model_config} "
-                f"are missing, first {missing[0]!r} ({len(unexpected)} unexpected)"
+                f"{self.checkpoint}: {len(missing)} generator weights of the model in "
+                f"{self.model_config} are missing, first {missing[0]!r}"
             )
         self.model.to(self.device).eval()
         info = self.model.codec.meta_info()
