@@ -18,6 +18,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from opuslm.dump import write_text_atomic
 
@@ -40,6 +41,9 @@ DEFAULT_REQUIRED = ("wav.scp", "text", "utt2spk")
 BACKUP_DIR = ".backup"
 
 _FIELD_SEPARATOR = re.compile(r"[ \t]+")
+# Kaldi splits fields at spaces and tabs only; any other whitespace (NBSP, CR, ...) in an id is an
+# error. For str patterns `\s` is exactly the characters for which str.isspace() is true.
+_WHITESPACE = re.compile(r"\s")
 _ARK_OFFSET = re.compile(r"(.+):[0-9]+")
 
 
@@ -67,8 +71,7 @@ class Problem:
         return self.format()
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     line: int
     key: str
     value: str
@@ -89,40 +92,40 @@ def _scan_table(path: Path, name: str) -> _Table:
     entries: list[_Entry] = []
     problems: list[Problem] = []
     first_line: dict[str, int] = {}
-    num_lines = 0
+    line_number = 0
     with open(path, "rb") as f:
-        for num_lines, raw in enumerate(f, start=1):
+        for line_number, raw in enumerate(f, start=1):
             raw = raw.rstrip(b"\n")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 bad = f"byte {raw[e.start]:#04x} at column {e.start + 1}"
-                problems.append(Problem(name, num_lines, f"not valid UTF-8 ({bad})"))
+                problems.append(Problem(name, line_number, f"not valid UTF-8 ({bad})"))
                 continue
             if line.endswith("\r"):
                 # Kept as an entry (fixing rewrites it without the CR), but every Kaldi tool would
                 # read the CR as part of the last field.
                 problems.append(
-                    Problem(name, num_lines, "Windows line ending (CR LF); convert with dos2unix")
+                    Problem(name, line_number, "Windows line ending (CR LF); convert with dos2unix")
                 )
             line = line.rstrip()
             if not line:
-                problems.append(Problem(name, num_lines, "empty line"))
+                problems.append(Problem(name, line_number, "empty line"))
                 continue
             if line[0] in " \t":
-                problems.append(Problem(name, num_lines, "line starts with whitespace (no id)"))
+                problems.append(Problem(name, line_number, "line starts with whitespace (no id)"))
                 continue
             key, value = (_FIELD_SEPARATOR.split(line, maxsplit=1) + [""])[:2]
-            if any(char.isspace() for char in key):
-                problems.append(Problem(name, num_lines, f"id {key!r} contains whitespace"))
+            if _WHITESPACE.search(key):
+                problems.append(Problem(name, line_number, f"id {key!r} contains whitespace"))
                 continue
             if key in first_line:
                 message = f"duplicate id {key!r} (first on line {first_line[key]})"
-                problems.append(Problem(name, num_lines, message))
+                problems.append(Problem(name, line_number, message))
             else:
-                first_line[key] = num_lines
-            entries.append(_Entry(num_lines, key, value))
-    return _Table(entries, problems, num_lines)
+                first_line[key] = line_number
+            entries.append(_Entry(line_number, key, value))
+    return _Table(entries, problems, num_lines=line_number)
 
 
 def read_table(path: str | os.PathLike) -> dict[str, str]:
@@ -142,7 +145,7 @@ def _table_text(table: Mapping[str, str] | Iterable[tuple[str, str]], path: Path
     items = table.items() if isinstance(table, Mapping) else table
     lines = []
     for key, value in items:
-        if not key or any(char.isspace() for char in key):
+        if not key or _WHITESPACE.search(key):
             raise DataDirError(f"{path}: id {key!r} is empty or contains whitespace")
         if "\n" in value:
             raise DataDirError(f"{path}: value of {key!r} contains a newline")
@@ -217,7 +220,7 @@ def _value_problem(name: str, entry: _Entry) -> str | None:
     if name == "utt2spk":
         if not value:
             return f"no speaker for {key!r}"
-        if any(char.isspace() for char in value):
+        if _WHITESPACE.search(value):
             return f"speaker id {value!r} of {key!r} contains whitespace"
     if name == "spk2utt" and not value:
         return f"speaker {key!r} has no utterances"
@@ -361,7 +364,9 @@ def _missing_utterance_problems(entries_by_table: dict[str, list[_Entry]]) -> li
             first_seen.setdefault(uttid, (name, line))
     problems = []
     for name, entries in entries_by_table.items():
-        present = _first_lines(entries)
+        present = {entry.key for entry in entries}
+        if len(present) == len(first_seen):
+            continue
         for uttid, (source, line) in first_seen.items():
             if uttid not in present:
                 message = f"no entry for utterance {uttid!r} (listed in {source}:{line})"
