@@ -1,0 +1,516 @@
+"""The training loop: data, model, optimizer, schedule, checkpoints and logs of one run.
+
+Loss normalisation (done ONCE): a step's micro-batches (gradient accumulation) on all ranks
+share one denominator, the all-reduced number of target frames `F`. Each micro-batch backpropagates
+`loss_sum * world_size / F`; DDP averages gradients over ranks (divides by world_size), so the
+update is the gradient of `sum(loss_sum over micro-batches and ranks) / F`, the same as one process
+on the same global batch.
+
+A run is a pure function of the config and its seed on CPU with `train.deterministic`: the batch
+stream depends only on `(seed, position)` (`opuslm.data.sampler`), and a checkpoint holds the
+weights, optimizer, scheduler, consumed position and RNG states, so `resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from tqdm import tqdm
+
+from opuslm.data.dataset import Batch, TaskDataset
+from opuslm.data.manifest import Manifest
+from opuslm.data.sampler import BatchItem, MixedBatchSampler, validation_batches
+from opuslm.model.lm import LMOutput, MultiStreamLM
+from opuslm.train import checkpoint as ckpt
+from opuslm.train.config import Config
+from opuslm.train.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    set_gradient_sync,
+    wrap_model,
+)
+from opuslm.train.report import JsonlLog, plot_curves
+from opuslm.train.schedule import build_scheduler
+from opuslm.vocab import TokenList
+
+logger = logging.getLogger(__name__)
+
+FULL_STATE = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many consecutive non-finite steps)."""
+
+
+@dataclass
+class TrainSummary:
+    step: int
+    position: int
+    stopped_early: bool
+    bad_steps: int
+    positions_per_s: float
+    data_wait_fraction: float
+
+
+def build_model(config: Config, token_list: TokenList) -> MultiStreamLM:
+    """The MultiStreamLM of `model.base`: a local HF directory or an inline HF config dict."""
+    base = config.model.base
+    if isinstance(base, dict):
+        if "model_type" not in base:
+            raise ValueError("model.base as a dict needs a model_type (e.g. llama)")
+        fields = {"vocab_size": token_list.size("text"), **base}
+        base = transformers.AutoConfig.for_model(**fields)
+    return MultiStreamLM.from_base(base, token_list, config.model.loss_weights)
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only (not on norms and biases), as in GPT-style recipes."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class StopFlag:
+    """SIGTERM / SIGINT ask for a clean stop: the loop saves a checkpoint and returns."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        logger.warning("signal %d: stopping after this step and saving a checkpoint", signum)
+        self.requested = True
+
+
+class MetricSums:
+    """Sums of loss / count / correct statistics, reduced over ranks on demand."""
+
+    def __init__(self, tasks: list[str]) -> None:
+        self.tasks = tasks
+        self.values: dict[str, float] = defaultdict(float)
+
+    def add(self, output: LMOutput, batch: Batch) -> None:
+        for key, value in output.stats.items():
+            self.values[key] += value
+        self.values["loss_sum"] += float(output.loss_sum.detach())
+        self.values["frames"] += float(output.num_target_frames)
+        example_loss = output.example_loss_sum.detach().cpu().tolist()
+        example_frames = batch.loss_mask.sum(1).tolist()
+        for task, loss, frames in zip(batch.tasks, example_loss, example_frames):
+            self.values[f"task_loss_sum/{task}"] += loss
+            self.values[f"task_frames/{task}"] += frames
+
+    def reduced(self, device: torch.device) -> dict[str, float]:
+        """Sums over all ranks (collective: every rank calls it)."""
+        # Same keys on every rank: LMOutput.stats has fixed names and every task gets its keys.
+        task_keys = {f"task_{kind}/{t}" for t in self.tasks for kind in ("loss_sum", "frames")}
+        keys = sorted(set(self.values) | task_keys)
+        tensor = torch.tensor([self.values.get(k, 0.0) for k in keys], dtype=torch.float64)
+        tensor = all_reduce_sum(tensor.to(device)).cpu()
+        return dict(zip(keys, tensor.tolist()))
+
+    def clear(self) -> None:
+        self.values.clear()
+
+
+def summarise(sums: dict[str, float]) -> dict[str, float]:
+    """Sums -> per-frame loss, accuracies and per-stream / per-modality / per-task metrics."""
+    out = {"loss": sums.get("loss_sum", 0.0) / max(sums.get("frames", 0.0), 1.0)}
+    streams = sorted({k.split("/", 1)[1] for k in sums if k.startswith("count/stream")})
+    total_correct = sum(sums[f"correct/{s}"] for s in streams)
+    total_count = sum(sums[f"count/{s}"] for s in streams)
+    out["acc"] = total_correct / max(total_count, 1.0)
+    for key, count in sums.items():
+        if key.startswith("count/") and count > 0:
+            name = key.split("/", 1)[1]
+            out[f"ce/{name}"] = sums[f"loss_sum/{name}"] / count
+            out[f"acc/{name}"] = sums[f"correct/{name}"] / count
+        if key.startswith("task_frames/") and count > 0:
+            task = key.split("/", 1)[1]
+            out[f"loss/{task}"] = sums[f"task_loss_sum/{task}"] / count
+    return out
+
+
+class Trainer:
+    """One training run (pre-training or annealing) driven by a `Config`."""
+
+    def __init__(self, config: Config, output_dir: str | os.PathLike, info: DistInfo) -> None:
+        config.validate()
+        self.config = config
+        self.info = info
+        self.output_dir = Path(output_dir)
+        self.checkpoint_root = self.output_dir / "checkpoints"
+        self.device = info.device
+        cfg_train = config.train
+        if cfg_train.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(cfg_train.seed)  # same initial weights on every rank (FSDP needs it)
+        np.random.seed(cfg_train.seed)
+
+        # Everything that can be wrong with the data is checked here, before any step.
+        self.token_list = TokenList.load(config.data.token_list)
+        data = config.data
+        train_manifests = [Manifest.load(m.path) for m in data.train]
+        self.tasks = sorted({m.task for m in train_manifests})
+        self.dataset = self._dataset(train_manifests)
+        self.sampler = MixedBatchSampler(
+            self.dataset.lengths(),
+            self.dataset.uttids(),
+            self.dataset.sources(),
+            [m.weight for m in data.train],
+            data.batch_bins,
+            seed=cfg_train.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        self.valid_dataset = None
+        self.valid_batches: list[list[list[BatchItem]]] = []
+        if data.valid:
+            valid_manifests = [Manifest.load(p) for p in data.valid]
+            self.valid_dataset = self._dataset(valid_manifests)
+            self.valid_batches = [
+                validation_batches(
+                    lengths, uttids, source, index, data.batch_bins, info.rank, info.world_size
+                )
+                for index, (lengths, uttids, source) in enumerate(
+                    zip(
+                        self.valid_dataset.lengths(),
+                        self.valid_dataset.uttids(),
+                        self.valid_dataset.sources(),
+                    )
+                )
+            ]
+
+        self.model = build_model(config, self.token_list)
+        self.step = 0
+        self.position = 0
+        self.bad_steps_total = 0
+        self.last_lr = config.optim.lr
+        resume_from = ckpt.latest_checkpoint(self.checkpoint_root) if config.resume else None
+        init_from = None
+        if resume_from is None and config.init_from:
+            init_from = ckpt.resolve_checkpoint(config.init_from)
+        weights_from = resume_from or init_from
+        if weights_from is not None:
+            ckpt.require_token_list(weights_from, self.token_list)
+            self.model.load_state_dict(ckpt.load_weights(weights_from / ckpt.WEIGHTS))
+        if config.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.wrapped = wrap_model(self.model, cfg_train.parallel, info)
+
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, optim.weight_decay),
+            lr=optim.lr,
+            betas=optim.betas,
+            eps=optim.eps,
+        )
+        sched = config.schedule
+        self.scheduler = build_scheduler(
+            self.optimizer, sched.type, sched.warmup_steps, sched.max_steps, sched.floor_ratio
+        )
+        if resume_from is not None:
+            self._load_train_state(resume_from)
+            logger.info("resumed from %s at step %d", resume_from, self.step)
+        elif init_from is not None:
+            logger.info("initialised weights from %s", init_from)
+            if config.init_optimizer:
+                state = ckpt.load_train_state(init_from)
+                self._set_optimizer_state(state["optimizer"])
+        self.log = JsonlLog(self.output_dir / "train.log.jsonl") if info.is_main else None
+        if self.log is not None:
+            self.log.truncate_after(self.step)
+        self.stop = StopFlag()
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if cfg_train.precision == "bf16" and self.device.type == "cuda"
+            else nullcontext()
+        )
+        if cfg_train.precision == "bf16" and self.device.type != "cuda":
+            logger.warning("precision bf16 needs a GPU; training in fp32 on %s", self.device)
+
+    def _dataset(self, manifests: list[Manifest]) -> TaskDataset:
+        data = self.config.data
+        return TaskDataset(
+            manifests,
+            self.token_list,
+            prompt_source=data.prompt_source,
+            prompt_frames=data.prompt_frames,
+            loss_region=data.loss_region,
+            seed=self.config.train.seed,
+        )
+
+    # ------------------------------------------------------------------------ checkpoints
+    def _set_optimizer_state(self, state: dict[str, Any]) -> None:
+        set_optimizer_state_dict(
+            self.wrapped, self.optimizer, state, options=StateDictOptions(full_state_dict=True)
+        )
+
+    def _load_train_state(self, directory: Path) -> None:
+        state = ckpt.load_train_state(directory)
+        self._set_optimizer_state(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = int(state["step"])
+        self.position = int(state["sampler"]["position"])
+        self.bad_steps_total = int(state["bad_steps_total"])
+        rng = state["rng"]
+        ckpt.set_rng_state(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
+
+    def save(self) -> None:
+        """Checkpoint of the state after `self.step` steps (collective: all ranks call it)."""
+        weights = get_model_state_dict(self.wrapped, options=FULL_STATE)
+        optimizer = get_optimizer_state_dict(self.wrapped, self.optimizer, options=FULL_STATE)
+        rng = all_gather_objects(ckpt.rng_state())
+        if self.info.is_main:
+            train_state = {
+                "step": self.step,
+                "bad_steps_total": self.bad_steps_total,
+                "optimizer": optimizer,
+                "scheduler": self.scheduler.state_dict(),
+                "sampler": {"position": self.position, "seed": self.sampler.seed},
+                "rng": rng,
+            }
+            config = {"model": self.model.config_dict(), "training": self.config.to_dict()}
+            ckpt.save_checkpoint(
+                self.checkpoint_root,
+                self.step,
+                weights,
+                train_state,
+                config,
+                self.token_list,
+                keep_last_n=self.config.train.keep_last_n,
+            )
+        barrier()
+
+    # ------------------------------------------------------------------------ data
+    def _loader(self) -> Iterator[Batch]:
+        data = self.config.data
+        self.sampler.load_state_dict({"position": self.position, "seed": self.sampler.seed})
+        workers = data.num_workers
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=self.sampler,
+            collate_fn=self.dataset.collate,
+            num_workers=workers,
+            prefetch_factor=data.prefetch_factor if workers > 0 else None,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+        return iter(loader)
+
+    # ------------------------------------------------------------------------ steps
+    def _forward(self, module: torch.nn.Module, batch: Batch) -> LMOutput:
+        batch = batch.to(self.device)
+        with self.autocast:
+            return module(batch.frames, batch.loss_mask, batch.lengths)
+
+    def train_step(self, micro_batches: list[Batch], sums: MetricSums) -> bool:
+        """One optimizer update over the micro-batches; False when skipped (non-finite)."""
+        local_frames = sum(int(b.loss_mask.sum()) for b in micro_batches)
+        global_frames = float(all_reduce_sum(torch.tensor([local_frames], device=self.device))[0])
+        scale = self.info.world_size / max(global_frames, 1.0)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i, batch in enumerate(micro_batches):
+            set_gradient_sync(self.wrapped, i == len(micro_batches) - 1)
+            output = self._forward(self.wrapped, batch)
+            (output.loss_sum * scale).backward()
+            loss_sum += output.loss_sum.detach().double()
+            sums.add(output, batch)
+        loss = float(all_reduce_sum(loss_sum)) / max(global_frames, 1.0)
+        grad_norm = float("nan")
+        if math.isfinite(loss):
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+            )
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        sums.values["grad_norm_sum"] += grad_norm
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+
+    @torch.no_grad()
+    def validate(self) -> list[dict[str, Any]]:
+        """Teacher-forced loss / accuracy per valid manifest (all ranks; rank 0 gets records)."""
+        if self.valid_dataset is None:
+            return []
+        self.model.eval()
+        records = []
+        for index, batches in enumerate(self.valid_batches):
+            reader = self.valid_dataset.readers[index]
+            sums = MetricSums([reader.manifest.task])
+            loader = torch.utils.data.DataLoader(
+                self.valid_dataset,
+                batch_sampler=batches,
+                collate_fn=self.valid_dataset.collate,
+                num_workers=self.config.data.num_workers,
+            )
+            for batch in loader:
+                sums.add(self._forward(self.model, batch), batch)
+            metrics = summarise(sums.reduced(self.device))
+            records.append(
+                {
+                    "kind": "valid",
+                    "step": self.step,
+                    "task": reader.manifest.task,
+                    "dataset": reader.manifest.dataset,
+                    **metrics,
+                }
+            )
+        self.model.train()
+        return records
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        if self.log is not None:
+            for record in records:
+                self.log.write(record)
+
+    def _plot(self) -> None:
+        if self.log is not None and self.log.path.exists():
+            plot_curves(self.log.path, self.checkpoint_root.parent / "loss.png")
+
+    # ------------------------------------------------------------------------ loop
+    def run(self) -> TrainSummary:
+        cfg = self.config.train
+        max_steps = self.config.schedule.max_steps
+        accum = self.config.optim.accum_grad
+        self.stop.install()
+        self.model.train()
+        batches = self._loader()
+        sums = MetricSums(self.tasks)
+        consecutive_bad = 0
+        stopped_early = False
+        progress = tqdm(
+            total=max_steps,
+            initial=self.step,
+            desc="train",
+            disable=not (self.info.is_main and cfg.progress_bar),
+            dynamic_ncols=True,
+        )
+        run_start = time.perf_counter()
+        data_wait = 0.0
+        positions = 0
+        interval_start, interval_positions, interval_steps = time.perf_counter(), 0, 0
+        try:
+            while self.step < max_steps:
+                wait_start = time.perf_counter()
+                micro_batches = [next(batches) for _ in range(accum)]
+                data_wait += time.perf_counter() - wait_start
+                stop = torch.tensor([float(self.stop.requested)], device=self.device)
+                if float(all_reduce_sum(stop)[0]) > 0:
+                    stopped_early = True
+                    break
+                ok = self.train_step(micro_batches, sums)
+                self.position += accum
+                step_positions = sum(b.num_positions for b in micro_batches if b.loss_mask.any())
+                positions += step_positions
+                interval_positions += step_positions
+                if not ok:
+                    consecutive_bad += 1
+                    self.bad_steps_total += 1
+                    logger.warning("non-finite loss or gradient: step skipped")
+                    if consecutive_bad >= cfg.max_bad_steps:
+                        raise TrainingError(
+                            f"{consecutive_bad} consecutive steps with a non-finite loss or "
+                            f"gradient (at step {self.step}); lower optim.lr or check the data"
+                        )
+                    continue
+                consecutive_bad = 0
+                self.step += 1
+                interval_steps += 1
+                progress.update(1)
+                if self.step % cfg.log_interval == 0 or self.step == max_steps:
+                    record = self._train_record(
+                        sums,
+                        interval_positions,
+                        interval_steps,
+                        time.perf_counter() - interval_start,
+                    )
+                    progress.set_postfix(
+                        loss=f"{record['loss']:.3f}",
+                        acc=f"{record['acc']:.3f}",
+                        lr=f"{record['lr']:.2e}",
+                        fps=f"{record['frames_per_s']:.0f}",
+                    )
+                    self._write([record])
+                    sums.clear()
+                    interval_start, interval_positions, interval_steps = time.perf_counter(), 0, 0
+                if self.step % cfg.valid_interval == 0 or self.step == max_steps:
+                    self._write(self.validate())
+                    self._plot()
+                if self.step % cfg.save_interval == 0 or self.step == max_steps:
+                    self.save()
+        finally:
+            progress.close()
+            self.stop.uninstall()
+        if stopped_early:
+            self.save()
+            self._plot()
+        elapsed = time.perf_counter() - run_start
+        return TrainSummary(
+            step=self.step,
+            position=self.position,
+            stopped_early=stopped_early,
+            bad_steps=self.bad_steps_total,
+            positions_per_s=positions / max(elapsed, 1e-9),
+            data_wait_fraction=data_wait / max(elapsed, 1e-9),
+        )
+
+    def _train_record(
+        self, sums: MetricSums, positions: int, steps: int, seconds: float
+    ) -> dict[str, Any]:
+        reduced = sums.reduced(self.device)
+        positions_all = float(
+            all_reduce_sum(torch.tensor([float(positions)], device=self.device))[0]
+        )
+        record = {
+            "kind": "train",
+            "step": self.step,
+            "lr": self.last_lr,
+            "frames_per_s": positions_all / max(seconds, 1e-9),
+            "grad_norm": reduced.pop("grad_norm_sum", 0.0) / max(steps * self.info.world_size, 1),
+            "bad_steps_total": self.bad_steps_total,
+            "position": self.position,
+            **summarise(reduced),
+        }
+        return record

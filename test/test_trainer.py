@@ -1,0 +1,275 @@
+"""The trainer: config loading, up-front data errors, exact resume after kill -9, annealing from a
+pre-training checkpoint, clean stop on SIGTERM, non-finite steps, logs and plot.
+
+`make_experiment` (tiny Llama body, tiny synthetic dumps) is shared with test_ddp.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from test_manifest import tiny_token_list, write_corpus
+
+from opuslm.data.manifest import Manifest, ManifestError, build_manifest
+from opuslm.data.sampler import BatchBudgetError
+from opuslm.train import checkpoint as ckpt
+from opuslm.train.config import ConfigError, load_config
+from opuslm.train.distributed import DistInfo
+from opuslm.train.report import read_log
+from opuslm.train.trainer import Trainer, TrainingError
+from opuslm.vocab import VocabError
+
+TINY_LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+}
+SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+# Same thread count in every process: bit-identical results across runs need the same kernels.
+SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def make_experiment(root: Path, num_utts: int = 24, **sections) -> Path:
+    """Dumps, asr + tts manifests (3:1) and a config; `sections` update the config's sections."""
+    paths = write_corpus(root / "dump", num_utts=num_utts)
+    manifests = {}
+    for task in ("asr", "tts"):
+        manifests[task] = root / "manifests" / task / "data.json"
+        build_manifest(
+            task,
+            "train",
+            paths["token_list"],
+            {"speech": paths["speech"], "text": paths["text"]},
+            manifests[task],
+            utt2spk=paths["utt2spk"],
+            prompt_frames=4 if task == "tts" else 0,
+        ).save()
+    config = {
+        "model": {"base": TINY_LLAMA},
+        "data": {
+            "token_list": str(paths["token_list"]),
+            "train": [
+                {"path": str(manifests["asr"]), "weight": 3.0},
+                {"path": str(manifests["tts"]), "weight": 1.0},
+            ],
+            "valid": [str(manifests["asr"])],
+            "batch_bins": 160,
+            "num_workers": 0,
+        },
+        "optim": {"lr": 3e-3, "weight_decay": 0.01},
+        "schedule": {"type": "cosine", "warmup_steps": 2, "max_steps": 8},
+        "train": {
+            "log_interval": 1,
+            "valid_interval": 4,
+            "save_interval": 4,
+            "deterministic": True,
+            "progress_bar": False,
+        },
+    }
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values}
+    config_path = root / "train.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    return config_path
+
+
+def train_command(config: Path, output_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "opuslm.bin.train", "--config", str(config)] + [
+        "--output_dir",
+        str(output_dir),
+        *overrides,
+    ]
+
+
+@pytest.fixture(autouse=True)
+def one_thread_and_restored_determinism():
+    """Tiny models run fastest on one thread; the trainer's deterministic mode is process-wide."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+# ------------------------------------------------------------------------------------ config
+def test_config_overrides_and_errors(tmp_path):
+    config_path = make_experiment(tmp_path)
+    config = load_config(config_path, ["--optim.lr", "1e-4", "schedule.max_steps=50", "--resume"])
+    assert config.optim.lr == 1e-4 and config.schedule.max_steps == 50 and config.resume
+    assert config.optim.betas == (0.9, 0.95)
+    assert config.data.train[0].weight == 3.0
+    with pytest.raises(ConfigError, match="command line overrides: unknown key optim.lrr"):
+        load_config(config_path, ["--optim.lrr", "1"])
+    with pytest.raises(ConfigError, match="optim.accum_grad must be int, got 'two'"):
+        load_config(config_path, ["optim.accum_grad=two"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  batch_bin: 10\n")
+    with pytest.raises(ConfigError, match=f"{bad}: unknown key data.batch_bin"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="train.precision must be one of"):
+        load_config(config_path, ["train.precision=fp8"]).validate()
+
+
+# ------------------------------------------------------------------------- up-front errors
+def test_data_errors_before_any_step(tmp_path):
+    config_path = make_experiment(tmp_path)
+    out = tmp_path / "exp"
+    with pytest.raises(BatchBudgetError, match=r"asr/data.json: utterance '.*' has \d+ rows"):
+        Trainer(load_config(config_path, ["data.batch_bins=20"]), out, SINGLE)
+
+    manifest_path = Path(load_config(config_path).data.train[0].path)
+    payload = json.loads(manifest_path.read_text())
+    empty = tmp_path / "empty" / "data.json"
+    empty.parent.mkdir()
+    empty.write_text(json.dumps({**payload, "utterances": {}}))
+    with pytest.raises(ManifestError, match=f"{empty}: the manifest has no utterances"):
+        Trainer(load_config(config_path, [f"data.valid=[{empty}]"]), out, SINGLE)
+
+    other = tmp_path / "other_token_list.json"
+    tiny_token_list(num_text=41).save(other)
+    with pytest.raises(VocabError, match="asr/data.json .*first difference at range of text"):
+        Trainer(load_config(config_path, [f"data.token_list={other}"]), out, SINGLE)
+    assert not out.exists()  # nothing was trained, logged or saved
+
+
+# ----------------------------------------------------------------------------- kill -9 resume
+def test_kill_9_then_resume_is_bit_identical(tmp_path):
+    config_path = make_experiment(
+        tmp_path,
+        schedule={"max_steps": 20},
+        train={"save_interval": 4, "valid_interval": 100},
+    )
+    # The uninterrupted run: in this process, with data workers (the others load in-process).
+    Trainer(load_config(config_path, ["data.num_workers=2"]), tmp_path / "ref", SINGLE).run()
+
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        train_command(config_path, run), env=SUBPROCESS_ENV, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        latest = (
+            ckpt.latest_checkpoint(run / "checkpoints") if (run / "checkpoints").exists() else None
+        )
+        if latest is not None and int(latest.name.split("_")[1]) >= 8:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "checkpoints" / "step_20").exists(), "the run finished before the kill"
+
+    resumed = subprocess.run(
+        train_command(config_path, run, "--resume"),
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+    expected = ckpt.load_weights(tmp_path / "ref" / "checkpoints" / "step_20" / ckpt.WEIGHTS)
+    got = ckpt.load_weights(run / "checkpoints" / "step_20" / ckpt.WEIGHTS)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    reference_log = [
+        r for r in read_log(tmp_path / "ref" / "train.log.jsonl") if r["kind"] == "train"
+    ]
+    resumed_log = [r for r in read_log(run / "train.log.jsonl") if r["kind"] == "train"]
+    assert [r["step"] for r in resumed_log] == list(range(1, 21))  # no duplicated steps
+    assert [r["loss"] for r in resumed_log] == [r["loss"] for r in reference_log]
+
+
+# ----------------------------------------------------------------------------------- annealing
+def test_annealing_starts_from_pretraining_weights_and_decays_to_zero(tmp_path):
+    config_path = make_experiment(tmp_path)
+    pretrain = Trainer(load_config(config_path), tmp_path / "pretrain", SINGLE)
+    pretrain.run()
+    pretrained = ckpt.load_weights(tmp_path / "pretrain" / "checkpoints" / "step_8" / ckpt.WEIGHTS)
+
+    overrides = [
+        "--init_from",
+        str(tmp_path / "pretrain"),
+        "schedule.type=linear",
+        "schedule.warmup_steps=0",
+        "schedule.max_steps=6",
+    ]
+    anneal = Trainer(load_config(config_path, overrides), tmp_path / "anneal", SINGLE)
+    start = anneal.model.state_dict()
+    for name, tensor in pretrained.items():
+        assert torch.equal(start[name], tensor), name
+    assert anneal.step == 0 and not anneal.optimizer.state  # fresh optimizer by default
+    anneal.run()
+    lrs = [
+        r["lr"] for r in read_log(tmp_path / "anneal" / "train.log.jsonl") if r["kind"] == "train"
+    ]
+    assert lrs[0] == pytest.approx(3e-3) and lrs[-1] == 0.0 and len(lrs) == 6
+
+
+# -------------------------------------------------------------------- stop, non-finite, logs
+def test_sigterm_saves_and_stops_cleanly(tmp_path):
+    trainer = Trainer(load_config(make_experiment(tmp_path)), tmp_path / "exp", SINGLE)
+    real_step = trainer.train_step
+
+    def step_then_signal(micro_batches, sums):
+        done = real_step(micro_batches, sums)
+        if trainer.step == 2:  # the third step is running: a scheduler sends SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
+        return done
+
+    trainer.train_step = step_then_signal
+    summary = trainer.run()
+    assert summary.stopped_early and summary.step == 3
+    assert ckpt.latest_checkpoint(tmp_path / "exp" / "checkpoints").name == "step_3"
+    assert ckpt.load_train_state(tmp_path / "exp" / "checkpoints" / "step_3")["sampler"] == {
+        "position": 3,
+        "seed": 0,
+    }
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+
+def test_non_finite_steps_are_skipped_then_stop(tmp_path):
+    config = load_config(make_experiment(tmp_path), ["train.max_bad_steps=3"])
+    trainer = Trainer(config, tmp_path / "exp", SINGLE)
+    real_forward = trainer.model.forward
+    calls = {"n": 0}
+
+    def forward(*args):
+        output = real_forward(*args)
+        calls["n"] += 1
+        if calls["n"] == 2 or calls["n"] >= 5:
+            output.loss_sum = output.loss_sum * float("nan")
+        return output
+
+    trainer.model.forward = forward
+    with pytest.raises(TrainingError, match="3 consecutive steps with a non-finite loss"):
+        trainer.run()
+    # Step 2's batch was skipped (weights untouched), steps 3 and 4 trained, then 3 bad in a row.
+    assert trainer.step == 3 and trainer.bad_steps_total == 4 and trainer.position == 7
+
+
+def test_log_has_task_stream_modality_metrics_and_plot(tmp_path):
+    Trainer(load_config(make_experiment(tmp_path)), tmp_path / "exp", SINGLE).run()
+    records = read_log(tmp_path / "exp" / "train.log.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 9))
+    for key in ("loss/asr", "loss/tts", "acc/stream0", "ce/stream2", "acc/semantic", "ce/text"):
+        assert any(key in r for r in train), key
+    valid = [r for r in records if r["kind"] == "valid"]
+    assert [(r["step"], r["task"]) for r in valid] == [(4, "asr"), (8, "asr")]
+    assert 0 < valid[-1]["loss"] < valid[0]["loss"]  # it learns something
+    assert (tmp_path / "exp" / "loss.png").stat().st_size > 1000
+    manifest = Manifest.load(load_config(make_experiment(tmp_path / "b")).data.train[0].path)
+    assert manifest.task == "asr"
