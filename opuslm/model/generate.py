@@ -1,0 +1,243 @@
+"""KV-cached, modality-constrained decoding of a MultiStreamLM.
+
+Decoding runs over delayed rows: one body forward per row, so a target of N frames costs
+N + S - 1 forwards after the prompt. At generated row k (row P + k of an example whose prompt has P
+frames) stream 0 holds frame k and stream s >= 1 holds frame k - s:
+
+- stream 0 samples only its target modality (text, or semantic for speech) and eos; eos is banned
+  before `min_frames` and forced at `max_frames`; after eos it is pad.
+- stream s >= 1 takes the prompt's own token while its frame is still inside the prompt
+  (teacher forcing, k < s); otherwise it samples inside codebook s-1 if its frame's stream-0 token
+  is semantic, and is pad if not.
+
+An example stops once the streams of its last frame before eos are decoded (S - 1 rows after the
+last frame's stream 0). Batches of different prompt lengths are left-padded, so every example
+reaches generated row k in the same forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import transformers
+
+from opuslm.model.delay import delay, undelay
+from opuslm.model.lm import MultiStreamLM
+
+TARGETS = {"text": "text", "speech": "semantic"}  # target -> modality of its stream-0 tokens
+
+
+@dataclass
+class SamplingConfig:
+    """How one modality picks its token: argmax, or sampling with temperature / top-k / top-p."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k filter
+    top_p: float = 1.0  # 1.0: no nucleus filter
+    greedy: bool = True
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class GenerationConfig:
+    target: str  # "text" (ASR / textlm) or "speech" (TTS / audiolm)
+    text: SamplingConfig = field(default_factory=SamplingConfig)
+    semantic: SamplingConfig = field(default_factory=SamplingConfig)
+    acoustic: SamplingConfig = field(default_factory=SamplingConfig)
+    min_frames: int = 0
+    max_frames: int = 512
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {sorted(TARGETS)}, got {self.target!r}")
+        if not 0 <= self.min_frames <= self.max_frames:
+            raise ValueError(
+                f"need 0 <= min_frames <= max_frames, got {self.min_frames} and {self.max_frames}"
+            )
+
+
+def sample(
+    logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Pick one id per row: logits [..., V] (-inf = banned) -> LongTensor [...]."""
+    if config.greedy:
+        return logits.argmax(-1)
+    logits = logits.float() / config.temperature
+    if 0 < config.top_k < logits.shape[-1]:
+        kth_best = logits.topk(config.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if config.top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token once the tokens ranked above it already hold top_p of the mass.
+        drop = probs.cumsum(-1) - probs >= config.top_p
+        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
+    probs = logits.softmax(-1)
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    return flat.view(probs.shape[:-1])
+
+
+class _RowDecoder:
+    """Decodes the delayed rows of a batch of prompts; iterate for rows [B, S], k = 0, 1, ..."""
+
+    def __init__(
+        self,
+        model: MultiStreamLM,
+        prompts: list[torch.Tensor],
+        config: GenerationConfig,
+        seed: int | None,
+    ) -> None:
+        token_list = model.token_list
+        self.model, self.config = model, config
+        self.num_streams = streams = token_list.num_streams
+        self.pad, self.eos = token_list.pad_id, token_list.eos_id
+        self.device = device = model.device
+        if not prompts:
+            raise ValueError("generate needs at least one prompt")
+        for i, prompt in enumerate(prompts):
+            if prompt.dim() != 2 or prompt.shape[1] != streams or prompt.shape[0] == 0:
+                raise ValueError(
+                    f"prompt {i} must be a non-empty [T, {streams}] frame matrix, "
+                    f"got shape {tuple(prompt.shape)}"
+                )
+        self.prompt_lengths = torch.tensor([len(p) for p in prompts], device=device)
+        width = int(self.prompt_lengths.max())
+        frames = torch.full((len(prompts), width, streams), self.pad, device=device)
+        for i, prompt in enumerate(prompts):
+            frames[i, width - len(prompt) :] = prompt.to(device)
+        self.delayed_prompt = delay(frames, self.pad)  # [B, P + S - 1, S]
+        self.width = width
+        self.left_padded = bool((self.prompt_lengths < width).any())
+
+        self.generator = None
+        if seed is not None:
+            self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.stream0_sampling = getattr(config, TARGETS[config.target])
+        start, end = token_list.ranges[TARGETS[config.target]]
+        allowed = torch.full((len(token_list),), float("-inf"), device=device)
+        allowed[start:end] = 0.0
+        self.bias_without_eos = allowed.clone()
+        allowed[self.eos] = 0.0
+        self.bias_with_eos = allowed
+        self.semantic_range = token_list.ranges["semantic"]
+        self.codebook_offsets = token_list.ranges["acoustic"][0] + token_list.codebook_size * (
+            torch.arange(streams - 1, device=device)
+        )
+
+    def _attention_inputs(self, num_rows: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Attention mask [B, num_rows] and positions of the latest rows, for left padding."""
+        if not self.left_padded:
+            return None, None  # the cache counts positions itself
+        padding = self.width - self.prompt_lengths
+        mask = (torch.arange(num_rows, device=self.device) >= padding[:, None]).long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return mask, positions
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        batch, streams, width = len(self.prompt_lengths), self.num_streams, self.width
+        max_rows = self.config.max_frames + streams
+        mask, positions = self._attention_inputs(width + max_rows)
+        cache = transformers.DynamicCache(config=self.model.body.config)
+        with torch.no_grad():
+            step = self.model.forward_step(
+                self.delayed_prompt[:, :width],
+                None if mask is None else mask[:, :width],
+                cache,
+                None if positions is None else positions[:, :width],
+            )
+            stream0_history = torch.full(
+                (batch, self.config.max_frames + 1), self.pad, device=self.device
+            )
+            eos_frame = torch.full((batch,), -1, device=self.device)
+            for k in range(max_rows):
+                row = self._choose_row(k, step, stream0_history, eos_frame)
+                yield row
+                ended = eos_frame >= 0
+                if bool((ended & (k >= eos_frame + max(streams - 2, 0))).all()):
+                    return
+                step = self.model.forward_step(
+                    row[:, None],
+                    None if mask is None else mask[:, : width + k + 1],
+                    step.cache,
+                    None if positions is None else positions[:, width + k : width + k + 1],
+                )
+
+    def _choose_row(
+        self, k: int, step, stream0_history: torch.Tensor, eos_frame: torch.Tensor
+    ) -> torch.Tensor:
+        """Generated row k [B, S]; records frame k's stream-0 token and eos position in place."""
+        streams = self.num_streams
+        row = torch.full((len(eos_frame), streams), self.pad, device=self.device)
+        if k <= self.config.max_frames:
+            bias = self.bias_with_eos if k >= self.config.min_frames else self.bias_without_eos
+            token0 = sample(step.stream0_logits + bias, self.stream0_sampling, self.generator)
+            if k == self.config.max_frames:
+                token0 = torch.full_like(token0, self.eos)
+            ended = eos_frame >= 0
+            token0 = token0.masked_fill(ended, self.pad)
+            eos_frame.masked_fill_(~ended & (token0 == self.eos), k)
+            stream0_history[:, k] = token0
+            row[:, 0] = token0
+        if streams == 1:
+            return row
+        codes = sample(step.codebook_logits, self.config.acoustic, self.generator)
+        frame_of_stream = k - torch.arange(1, streams, device=self.device)  # [S-1]
+        # Frames past max_frames come after eos: their owner reads as eos, so they get pad.
+        owner = stream0_history[:, frame_of_stream.clamp(0, self.config.max_frames)]  # [B, S-1]
+        is_speech = (owner >= self.semantic_range[0]) & (owner < self.semantic_range[1])
+        row[:, 1:] = torch.where(is_speech, codes + self.codebook_offsets, self.pad)
+        if k < streams - 1:
+            # Streams whose frame is still a prompt frame keep the prompt's token.
+            from_prompt = frame_of_stream < 0
+            row[:, 1:][:, from_prompt] = self.delayed_prompt[:, self.width + k, 1:][:, from_prompt]
+        return row
+
+
+def generate(
+    model: MultiStreamLM,
+    prompts: list[torch.Tensor],
+    config: GenerationConfig,
+    seed: int | None = None,
+) -> list[torch.Tensor]:
+    """Decode a batch: prompts [T_i, S] (undelayed joint ids ending with the target's start
+    token) -> generated undelayed frames [N_i, S] without eos, one per prompt."""
+    decoder = _RowDecoder(model, prompts, config, seed)
+    rows = torch.stack(list(decoder), dim=1)  # [B, K, S]
+    stream0 = rows[..., 0]
+    is_eos = stream0 == decoder.eos
+    num_frames = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), stream0.shape[1])
+    outputs = []
+    for i, n in enumerate(num_frames.tolist()):
+        outputs.append(undelay(rows[i : i + 1, : n + decoder.num_streams - 1])[0].cpu())
+    return outputs
+
+
+def generate_stream(
+    model: MultiStreamLM,
+    prompt: torch.Tensor,
+    config: GenerationConfig,
+    seed: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Decode one prompt [T, S], yielding each frame [S] as soon as all its streams are decoded
+    (S - 1 rows after its stream 0); the same frames as `generate`."""
+    decoder = _RowDecoder(model, [prompt], config, seed)
+    rows: list[torch.Tensor] = []
+    lag = decoder.num_streams - 1
+    for row in decoder:
+        rows.append(row[0])
+        frame_index = len(rows) - 1 - lag
+        if frame_index < 0:
+            continue
+        if int(rows[frame_index][0]) == decoder.eos:
+            return
+        frame = torch.stack([rows[frame_index + s][s] for s in range(decoder.num_streams)])
+        yield frame.cpu()

@@ -1,0 +1,225 @@
+"""Decoding: a no-cache reference, batching, streaming, constraints, sampling, memorisation."""
+
+import numpy as np
+import pytest
+import torch
+from test_lm import random_frames, single_thread, tiny_config, tiny_model, tiny_token_list  # noqa: F401
+
+from opuslm.model.generate import (
+    GenerationConfig,
+    SamplingConfig,
+    generate,
+    generate_stream,
+    sample,
+)
+from opuslm.model.lm import MultiStreamLM
+from opuslm.tasks import Example, build_sequence, generation_prompt
+
+
+def reference_greedy(model: MultiStreamLM, prompt: torch.Tensor, target: str, max_frames: int):
+    """The decoding contract spelled out: full recompute per row, Python loop per stream."""
+    token_list = model.token_list
+    pad, eos, streams = token_list.pad_id, token_list.eos_id, token_list.num_streams
+    target_range = token_list.ranges["text" if target == "text" else "semantic"]
+    semantic = range(*token_list.ranges["semantic"])
+    num_prompt = len(prompt)
+    delayed = [[pad] * streams for _ in range(num_prompt + streams - 1)]
+    for t in range(num_prompt):
+        for s in range(streams):
+            delayed[t + s][s] = int(prompt[t, s])
+    rows = delayed[:num_prompt]
+    tail = delayed[num_prompt:]  # teacher-forced streams of the prompt's last frames
+    frames0: list[int] = []
+    while True:
+        k = len(rows) - num_prompt
+        with torch.no_grad():
+            hidden, _ = model.hidden_states(torch.tensor([rows]))
+            logits0 = model.stream0_logits(hidden[0, -1])
+            codebook_logits = model.codebook_logits(hidden[0, -1])
+        row = [pad] * streams
+        ended = eos in frames0
+        if not ended:
+            allowed = list(range(*target_range)) + [eos]
+            token = allowed[int(logits0[allowed].argmax())] if k < max_frames else eos
+            frames0.append(token)
+            row[0] = token
+        for s in range(1, streams):
+            frame = k - s
+            if frame < 0:
+                row[s] = tail[k][s]
+            elif frame < len(frames0) and frames0[frame] in semantic:
+                start = token_list.stream_range(s)[0]
+                row[s] = start + int(codebook_logits[s - 1].argmax())
+        rows.append(row)
+        # Done once the last frame before eos has all its streams (row eos + S - 2).
+        if eos in frames0 and k >= frames0.index(eos) + streams - 2:
+            break
+    generated = rows[num_prompt:]
+    num_frames = frames0.index(eos)
+    return torch.tensor(
+        [[generated[n + s][s] for s in range(streams)] for n in range(num_frames)]
+    ).view(num_frames, streams)
+
+
+def prompts_for(token_list, seed=0):
+    rng = np.random.default_rng(seed)
+    # Ends inside speech frames (continuation), and a longer one ending with a start token.
+    return [
+        random_frames(token_list, rng, "xtssss"),
+        random_frames(token_list, rng, "xtttsssssssx"),
+        random_frames(token_list, rng, "xs"),
+    ]
+
+
+@pytest.mark.parametrize("target", ["text", "speech"])
+def test_greedy_matches_no_cache_reference(target):
+    model = tiny_model(seed=4)
+    for prompt in prompts_for(model.token_list):
+        config = GenerationConfig(target=target, max_frames=6)
+        expected = reference_greedy(model, prompt, target, max_frames=6)
+        assert torch.equal(generate(model, [prompt], config)[0], expected)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt_neox"])
+@pytest.mark.parametrize("target", ["text", "speech"])
+def test_batched_equals_one_by_one(kind, target):
+    model = tiny_model(kind, seed=2)
+    prompts = prompts_for(model.token_list, seed=1)
+    config = GenerationConfig(target=target, max_frames=8)
+    batched = generate(model, prompts, config)
+    for prompt, output in zip(prompts, batched):
+        assert torch.equal(output, generate(model, [prompt], config)[0])
+
+
+@pytest.mark.parametrize("target", ["text", "speech"])
+def test_streaming_equals_batch_decoding(target):
+    model = tiny_model(seed=5)
+    config = GenerationConfig(target=target, max_frames=9)
+    for prompt in prompts_for(model.token_list, seed=2):
+        streamed = list(generate_stream(model, prompt, config))
+        expected = generate(model, [prompt], config)[0]
+        assert len(streamed) == len(expected)
+        assert all(torch.equal(a, b) for a, b in zip(streamed, expected))
+
+
+def test_stream_yields_each_frame_before_decoding_ends():
+    model = tiny_model(seed=5)
+    prompt = prompts_for(model.token_list)[0]
+    stream = generate_stream(model, prompt, GenerationConfig(target="speech", max_frames=30))
+    first = next(stream)
+    assert first.shape == (model.token_list.num_streams,)
+
+
+@pytest.mark.parametrize("target", ["text", "speech"])
+def test_sampled_ids_stay_in_their_ranges(target):
+    torch.manual_seed(0)
+    token_list = tiny_token_list(num_codebooks=4, codebook_size=16)
+    model = MultiStreamLM.from_base(tiny_config(), token_list).eval()
+    free = SamplingConfig(temperature=1.0, greedy=False)
+    config = GenerationConfig(
+        target=target, text=free, semantic=free, acoustic=free, min_frames=250, max_frames=250
+    )
+    prompts = prompts_for(token_list, seed=3) + [prompts_for(token_list, seed=4)[1]]
+    outputs = generate(model, prompts, config, seed=0)
+    frames = torch.cat(outputs)
+    assert frames.shape == (1000, token_list.num_streams)
+    stream0_range = token_list.ranges["text" if target == "text" else "semantic"]
+    assert ((frames[:, 0] >= stream0_range[0]) & (frames[:, 0] < stream0_range[1])).all()
+    for s in range(1, token_list.num_streams):
+        if target == "text":
+            assert (frames[:, s] == token_list.pad_id).all()
+        else:
+            low, high = token_list.stream_range(s)
+            assert ((frames[:, s] >= low) & (frames[:, s] < high)).all()
+            assert len(frames[:, s].unique()) > 8  # really sampled, not a constant
+
+
+def test_min_and_max_frames_control_eos():
+    model = tiny_model()
+    eos = model.token_list.eos_id
+    plain_logits = model.stream0_logits
+    prompts = prompts_for(model.token_list)
+
+    def with_eos_logit(value: float):
+        def logits(hidden):
+            out = plain_logits(hidden)
+            out[..., eos] = value
+            return out
+
+        return logits
+
+    model.stream0_logits = with_eos_logit(1e4)
+    for min_frames in (0, 3):
+        config = GenerationConfig(target="speech", min_frames=min_frames, max_frames=10)
+        assert [len(o) for o in generate(model, prompts, config)] == [min_frames] * 3
+    model.stream0_logits = with_eos_logit(-1e4)
+    config = GenerationConfig(target="text", max_frames=4)
+    assert [len(o) for o in generate(model, prompts, config)] == [4] * 3
+
+
+def test_sampling_filters():
+    logits = torch.tensor([[0.0, 3.0, 2.0, 1.0, float("-inf")]]).expand(2000, -1)
+    gen = torch.Generator().manual_seed(0)
+    assert (sample(logits, SamplingConfig(greedy=True), gen) == 1).all()
+    top2 = sample(logits, SamplingConfig(greedy=False, top_k=2), gen)
+    assert set(top2.tolist()) == {1, 2}
+    # Softmax mass of ids 1, 2 is ~0.66 + ~0.24 < 0.95: the nucleus needs id 3 as well.
+    nucleus = sample(logits, SamplingConfig(greedy=False, top_p=0.95), gen)
+    assert set(nucleus.tolist()) == {1, 2, 3}
+    assert (sample(logits, SamplingConfig(greedy=False, top_p=0.5), gen) == 1).all()
+    cold = sample(logits, SamplingConfig(greedy=False, temperature=0.05), gen)
+    assert (cold == 1).all()
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="target"):
+        GenerationConfig(target="audio")
+
+
+def test_bad_prompt_shape_raises():
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"prompt 1 must be a non-empty \[T, 4\]"):
+        generate(
+            model,
+            [prompts_for(model.token_list)[0], torch.zeros(3, 2, dtype=torch.long)],
+            GenerationConfig(target="text"),
+        )
+
+
+def test_memorised_examples_are_reproduced():
+    torch.manual_seed(0)
+    token_list = tiny_token_list()
+    model = MultiStreamLM.from_base(tiny_config(hidden_size=64, intermediate_size=128), token_list)
+    rng = np.random.default_rng(0)
+    speech = np.concatenate([rng.integers(0, 12, (6, 1)), rng.integers(0, 8, (6, 3))], 1)
+    asr = Example("asr_utt", text=np.array([5, 9, 2, 31]), speech=speech)
+    tts = Example(
+        "tts_utt", text=np.array([7, 3, 3]), speech=speech[::-1].copy(), prompt=speech[:2]
+    )
+    sequences = [build_sequence("asr", asr, token_list), build_sequence("tts", tts, token_list)]
+    lengths = torch.tensor([len(s.frames) for s in sequences])
+    frames = torch.full((2, int(lengths.max()), token_list.num_streams), token_list.pad_id)
+    loss_mask = torch.zeros(frames.shape[:2], dtype=torch.bool)
+    for i, seq in enumerate(sequences):
+        frames[i, : len(seq.frames)] = torch.from_numpy(seq.frames)
+        loss_mask[i, : len(seq.frames)] = torch.from_numpy(seq.loss_mask)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(300):
+        optimizer.zero_grad()
+        model(frames, loss_mask, lengths).loss.backward()
+        optimizer.step()
+    model.eval()
+
+    text = generate(
+        model,
+        [torch.from_numpy(generation_prompt("asr", asr, token_list))],
+        GenerationConfig(target="text", max_frames=20),
+    )[0]
+    assert text[:, 0].tolist() == token_list.encode_text(asr.text).tolist()
+    assert (text[:, 1:] == token_list.pad_id).all()
+    speech_out = generate(
+        model,
+        [torch.from_numpy(generation_prompt("tts", tts, token_list))],
+        GenerationConfig(target="speech", max_frames=20),
+    )[0]
+    assert speech_out.tolist() == token_list.encode_frames(tts.speech).tolist()
