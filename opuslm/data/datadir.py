@@ -40,7 +40,8 @@ SPEAKER_TABLES = ("spk2gender",)
 DEFAULT_REQUIRED = ("wav.scp", "text", "utt2spk")
 BACKUP_DIR = ".backup"
 
-_FIELD_SEPARATOR = re.compile(r"[ \t]+")
+# A line without trailing whitespace that starts with its id: `id`, or `id value`.
+_KEY_VALUE = re.compile(r"([^ \t]+)[ \t]*(.*)")
 # Kaldi splits fields at spaces and tabs only; any other whitespace (NBSP, CR, ...) in an id is an
 # error. For str patterns `\s` is exactly the characters for which str.isspace() is true.
 _WHITESPACE = re.compile(r"\s")
@@ -115,7 +116,7 @@ def _scan_table(path: Path, name: str) -> _Table:
             if line[0] in " \t":
                 problems.append(Problem(name, line_number, "line starts with whitespace (no id)"))
                 continue
-            key, value = (_FIELD_SEPARATOR.split(line, maxsplit=1) + [""])[:2]
+            key, value = _KEY_VALUE.fullmatch(line).groups()
             if _WHITESPACE.search(key):
                 problems.append(Problem(name, line_number, f"id {key!r} contains whitespace"))
                 continue
