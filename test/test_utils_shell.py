@@ -323,6 +323,8 @@ def test_combine_data(root):
     clash = run("combine_data.sh", root / "bad", first, second, duplicate, check=False)
     assert clash.returncode == 1
     assert f"utterance 'B-2' is in both '{second}' and '{duplicate}'" in clash.stderr
+    itself = run("combine_data.sh", first, first, second, check=False)
+    assert itself.returncode == 1 and "<dest-data> is also a source" in itself.stderr
 
 
 def test_filter_scp_and_speaker_map_conversions(root):

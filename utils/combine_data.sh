@@ -38,6 +38,9 @@ for src in "$@"; do
   done
 done
 mkdir -p "$dest"
+for src in "$@"; do
+  [[ "$(cd "$src" && pwd -P)" != "$(cd "$dest" && pwd -P)" ]] || fail "<dest-data> is also a source: $src"
+done
 combined=$(mktemp "$dest/.combine.XXXXXX")
 trap 'rm -f "$combined"' EXIT
 sources=$(printf '%s\n' "$@")
