@@ -108,6 +108,7 @@ def test_stream_yields_each_frame_before_decoding_ends():
     stream = generate_stream(model, prompt, GenerationConfig(target="speech", max_frames=30))
     first = next(stream)
     assert first.shape == (model.token_list.num_streams,)
+    assert torch.is_grad_enabled()  # decoding state must not leak out between frames
 
 
 @pytest.mark.parametrize("target", ["text", "speech"])

@@ -24,7 +24,7 @@ import torch
 import transformers
 
 from opuslm.model.delay import delay, undelay
-from opuslm.model.lm import MultiStreamLM
+from opuslm.model.lm import MultiStreamLM, StepOutput
 
 TARGETS = {"text": "text", "speech": "semantic"}  # target -> modality of its stream-0 tokens
 
@@ -117,6 +117,7 @@ class _RowDecoder:
         self.delayed_prompt = delay(frames, self.pad)  # [B, P + S - 1, S]
         self.width = width
         self.left_padded = bool((self.prompt_lengths < width).any())
+        self.mask, self.positions = self._attention_inputs(width + config.max_frames + streams)
 
         self.generator = None
         if seed is not None:
@@ -134,7 +135,7 @@ class _RowDecoder:
         )
 
     def _attention_inputs(self, num_rows: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Attention mask [B, num_rows] and positions of the latest rows, for left padding."""
+        """Attention mask and position ids [B, num_rows] of left-padded rows (None if no pad)."""
         if not self.left_padded:
             return None, None  # the cache counts positions itself
         padding = self.width - self.prompt_lengths
@@ -142,37 +143,37 @@ class _RowDecoder:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return mask, positions
 
+    @torch.no_grad()
+    def _feed(self, rows: torch.Tensor, first: int, cache) -> StepOutput:
+        """Feed delayed rows [B, n, S] that sit at padded positions first .. first + n - 1."""
+        last = first + rows.shape[1]
+        return self.model.forward_step(
+            rows,
+            None if self.mask is None else self.mask[:, :last],
+            cache,
+            None if self.positions is None else self.positions[:, first:last],
+        )
+
     def __iter__(self) -> Iterator[torch.Tensor]:
+        # No grad context may span a yield: it would leak into the caller's code between rows.
         batch, streams, width = len(self.prompt_lengths), self.num_streams, self.width
         max_rows = self.config.max_frames + streams
-        mask, positions = self._attention_inputs(width + max_rows)
         cache = transformers.DynamicCache(config=self.model.body.config)
-        with torch.no_grad():
-            step = self.model.forward_step(
-                self.delayed_prompt[:, :width],
-                None if mask is None else mask[:, :width],
-                cache,
-                None if positions is None else positions[:, :width],
-            )
-            stream0_history = torch.full(
-                (batch, self.config.max_frames + 1), self.pad, device=self.device
-            )
-            eos_frame = torch.full((batch,), -1, device=self.device)
-            for k in range(max_rows):
-                row = self._choose_row(k, step, stream0_history, eos_frame)
-                yield row
-                ended = eos_frame >= 0
-                if bool((ended & (k >= eos_frame + max(streams - 2, 0))).all()):
-                    return
-                step = self.model.forward_step(
-                    row[:, None],
-                    None if mask is None else mask[:, : width + k + 1],
-                    step.cache,
-                    None if positions is None else positions[:, width + k : width + k + 1],
-                )
+        step = self._feed(self.delayed_prompt[:, :width], 0, cache)
+        stream0_history = torch.full(
+            (batch, self.config.max_frames + 1), self.pad, device=self.device
+        )
+        eos_frame = torch.full((batch,), -1, device=self.device)
+        for k in range(max_rows):
+            row = self._choose_row(k, step, stream0_history, eos_frame)
+            yield row
+            ended = eos_frame >= 0
+            if bool((ended & (k >= eos_frame + max(streams - 2, 0))).all()):
+                return
+            step = self._feed(row[:, None], width + k, step.cache)
 
     def _choose_row(
-        self, k: int, step, stream0_history: torch.Tensor, eos_frame: torch.Tensor
+        self, k: int, step: StepOutput, stream0_history: torch.Tensor, eos_frame: torch.Tensor
     ) -> torch.Tensor:
         """Generated row k [B, S]; records frame k's stream-0 token and eos position in place."""
         streams = self.num_streams
