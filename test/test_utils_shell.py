@@ -292,6 +292,17 @@ def test_subset_data_dir_selections(root):
     assert too_many.returncode == 1 and "asked for '7' utterances; " in too_many.stderr
 
 
+def test_random_subset_of_a_directory_larger_than_a_pipe_buffer(root):
+    # 5,000 utterances: more shuffled lines than a pipe holds, so a `sort | head` would die of
+    # SIGPIPE under pipefail.
+    write(
+        root / "big" / "utt2spk",
+        [f"spk{i // 10:03d}-utt{i:04d} spk{i // 10:03d}" for i in range(5000)],
+    )
+    run("subset_data_dir.sh", root / "big", 10, root / "small")
+    assert len(lines_of(root / "small" / "utt2spk")) == 10
+
+
 def test_subset_with_segments_keeps_the_recordings_of_kept_segments(root):
     data = make_data_dir(root / "seg data")
     write(data / "wav.scp", ["recA /a.wav", "recB /b.wav"])

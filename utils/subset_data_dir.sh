@@ -63,7 +63,7 @@ else
   # awk's generator treats seeds 0 and 1 alike, hence the + 1; the choice depends on the awk.
   awk -v seed="$seed" 'BEGIN { srand(seed + 1) } { printf "%.17f %s\n", rand(), $1 }' \
     "$src/utt2spk" \
-    | LC_ALL=C sort -k1,1 | head -n "$num_random" | cut -d' ' -f2 >"$ids"
+    | LC_ALL=C sort -k1,1 | awk -v n="$num_random" 'NR <= n { print $2 }' >"$ids"
 fi
 
 # filter_into <id-list> <table name>...: each existing table of src, filtered, into dest.
