@@ -1,0 +1,89 @@
+"""Score text skills: perplexity on held-out text and MMLU-style multiple-choice accuracy."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from opuslm.dump import write_text_atomic
+from opuslm.eval.text_scoring import (
+    HFTokenScorer,
+    OpusLMTokenScorer,
+    multiple_choice,
+    perplexity,
+    read_lines,
+    read_questions,
+)
+
+log = logging.getLogger("opuslm.score_text")
+
+
+def load_scorer(args: argparse.Namespace):
+    """(scorer, text tokenizer, model path) for a packed OpusLM or a Hugging Face base LM."""
+    from opuslm.tokenizers.text import load_text_tokenizer
+
+    if args.model_dir is not None:
+        from opuslm.packing import load_packed
+
+        packed = load_packed(args.model_dir, args.device)
+        return OpusLMTokenScorer(packed.model), packed.text_tokenizer, args.model_dir
+    tokenizer = load_text_tokenizer(args.text_tokenizer_dir or args.hf_model_dir)
+    return (
+        HFTokenScorer.from_pretrained(args.hf_model_dir, args.device),
+        tokenizer,
+        args.hf_model_dir,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model_dir", type=Path, help="packed OpusLM directory (textlm scoring)")
+    model.add_argument("--hf_model_dir", type=Path, help="a local Hugging Face causal LM")
+    parser.add_argument(
+        "--text_tokenizer_dir",
+        type=Path,
+        help="with --hf_model_dir: its tokenizer if not in the model directory",
+    )
+    parser.add_argument("--text", type=Path, help="held-out text, one passage per line")
+    parser.add_argument(
+        "--mmlu",
+        type=Path,
+        help='JSON lines {"question": .., "choices": [..], "answer": index or letter}',
+    )
+    parser.add_argument("--output_dir", required=True, type=Path)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.text is None and args.mmlu is None:
+        parser.error("give --text, --mmlu or both")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        scorer, tokenizer, model_path = load_scorer(args)
+        score: dict = {"task": "text", "model": str(model_path)}
+        if args.text is not None:
+            result = perplexity(scorer, tokenizer, read_lines(args.text), args.batch_size)
+            score.update(
+                ppl=result.ppl,
+                nll_per_token=result.nll_per_token,
+                num_tokens=result.num_tokens,
+                num_lines=result.num_lines,
+            )
+        if args.mmlu is not None:
+            questions = read_questions(args.mmlu)
+            choice = multiple_choice(scorer, tokenizer, questions, args.batch_size)
+            score.update(mmlu_accuracy=100.0 * choice.accuracy, mmlu_num_questions=len(questions))
+    except (ValueError, OSError) as e:
+        log.error("%s", e)
+        return 1
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.output_dir / "score.json", json.dumps(score, indent=1) + "\n")
+    log.info("%s", json.dumps(score))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
