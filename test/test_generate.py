@@ -138,22 +138,23 @@ def test_sampled_ids_stay_in_their_ranges(target):
 def test_min_and_max_frames_control_eos():
     model = tiny_model()
     eos = model.token_list.eos_id
-    plain_logits = model.stream0_logits
+    plain_logits = model.head_logits
     prompts = prompts_for(model.token_list)
 
     def with_eos_logit(value: float):
-        def logits(hidden):
-            out = plain_logits(hidden)
-            out[..., eos] = value
+        def logits(hidden, start=0, end=None):
+            out = plain_logits(hidden, start, end)
+            if start <= eos < (len(model.token_list) if end is None else end):
+                out[..., eos - start] = value
             return out
 
         return logits
 
-    model.stream0_logits = with_eos_logit(1e4)
+    model.head_logits = with_eos_logit(1e4)
     for min_frames in (0, 3):
         config = GenerationConfig(target="speech", min_frames=min_frames, max_frames=10)
         assert [len(o) for o in generate(model, prompts, config)] == [min_frames] * 3
-    model.stream0_logits = with_eos_logit(-1e4)
+    model.head_logits = with_eos_logit(-1e4)
     config = GenerationConfig(target="text", max_frames=4)
     assert [len(o) for o in generate(model, prompts, config)] == [4] * 3
 

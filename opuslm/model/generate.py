@@ -123,11 +123,14 @@ class _RowDecoder:
         if seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(seed)
         self.stream0_sampling = getattr(config, TARGETS[config.target])
+        # Stream 0 only needs logits over one id window holding its modality and eos; the
+        # constraint inside the window is a bias built once, not a mask per step.
         start, end = token_list.ranges[TARGETS[config.target]]
-        allowed = torch.full((len(token_list),), float("-inf"), device=device)
-        allowed[start:end] = 0.0
+        self.window = min(start, self.eos), max(end, self.eos + 1)
+        allowed = torch.full((self.window[1] - self.window[0],), float("-inf"), device=device)
+        allowed[start - self.window[0] : end - self.window[0]] = 0.0
         self.bias_without_eos = allowed.clone()
-        allowed[self.eos] = 0.0
+        allowed[self.eos - self.window[0]] = 0.0
         self.bias_with_eos = allowed
         self.semantic_range = token_list.ranges["semantic"]
         self.codebook_offsets = token_list.ranges["acoustic"][0] + token_list.codebook_size * (
@@ -180,7 +183,8 @@ class _RowDecoder:
         row = torch.full((len(eos_frame), streams), self.pad, device=self.device)
         if k <= self.config.max_frames:
             bias = self.bias_with_eos if k >= self.config.min_frames else self.bias_without_eos
-            token0 = sample(step.stream0_logits + bias, self.stream0_sampling, self.generator)
+            logits = self.model.head_logits(step.hidden, *self.window) + bias
+            token0 = sample(logits, self.stream0_sampling, self.generator) + self.window[0]
             if k == self.config.max_frames:
                 token0 = torch.full_like(token0, self.eos)
             ended = eos_frame >= 0
@@ -190,12 +194,14 @@ class _RowDecoder:
             row[:, 0] = token0
         if streams == 1:
             return row
-        codes = sample(step.codebook_logits, self.config.acoustic, self.generator)
         frame_of_stream = k - torch.arange(1, streams, device=self.device)  # [S-1]
-        # Frames past max_frames come after eos: their owner reads as eos, so they get pad.
-        owner = stream0_history[:, frame_of_stream.clamp(0, self.config.max_frames)]  # [B, S-1]
-        is_speech = (owner >= self.semantic_range[0]) & (owner < self.semantic_range[1])
-        row[:, 1:] = torch.where(is_speech, codes + self.codebook_offsets, self.pad)
+        if self.config.target == "speech":  # text targets leave streams >= 1 pad
+            codebook_logits = self.model.codebook_logits(step.hidden)
+            codes = sample(codebook_logits, self.config.acoustic, self.generator)
+            # Frames past max_frames come after eos: their owner reads as eos, so they get pad.
+            owner = stream0_history[:, frame_of_stream.clamp(0, self.config.max_frames)]
+            is_speech = (owner >= self.semantic_range[0]) & (owner < self.semantic_range[1])
+            row[:, 1:] = torch.where(is_speech, codes + self.codebook_offsets, self.pad)
         if k < streams - 1:
             # Streams whose frame is still a prompt frame keep the prompt's token.
             from_prompt = frame_of_stream < 0

@@ -40,10 +40,11 @@ class LMOutput:
 
 
 class StepOutput(NamedTuple):
-    """Logits for the row after the last input row, and the grown KV cache."""
+    """The hidden state that predicts the row after the last input row, and the grown KV cache.
 
-    stream0_logits: torch.Tensor  # [B, V]
-    codebook_logits: torch.Tensor  # [B, S-1, C]
+    Decoding takes only the logits it needs from it (`head_logits` over its allowed ids)."""
+
+    hidden: torch.Tensor  # [B, H]
     cache: Any
 
 
@@ -176,23 +177,25 @@ class MultiStreamLM(nn.Module):
         # Embedding subclasses (e.g. scaled embeddings) keep their own forward.
         return module(delayed).sum(dim=2)
 
-    def _head(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def head_logits(self, hidden: torch.Tensor, start: int = 0, end: int | None = None):
+        """Hidden states [..., H] -> logits of the ids [start, end) only [..., end - start].
+
+        A slice of the output matrix (no copy): nothing outside the range is computed.
+        """
         module = self.body.get_output_embeddings()
-        return module.weight, getattr(module, "bias", None)
+        bias = getattr(module, "bias", None)
+        return F.linear(hidden, module.weight[start:end], None if bias is None else bias[start:end])
 
     def stream0_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states [..., H] -> logits over the joint vocabulary [..., V]."""
-        weight, bias = self._head()
-        return F.linear(hidden, weight, bias)
+        return self.head_logits(hidden)
 
     def codebook_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states [..., H] -> logits of every codebook over its own C ids [..., S-1, C].
 
         One matmul with the n_q * C acoustic rows; nothing outside the codebooks is computed.
         """
-        weight, bias = self._head()
-        start, end = self.token_list.ranges["acoustic"]
-        logits = F.linear(hidden, weight[start:end], None if bias is None else bias[start:end])
+        logits = self.head_logits(hidden, *self.token_list.ranges["acoustic"])
         return logits.unflatten(-1, (self.num_streams - 1, self.codebook_size))
 
     def hidden_states(
@@ -220,10 +223,9 @@ class MultiStreamLM(nn.Module):
         position_ids: torch.Tensor | None,
     ) -> StepOutput:
         """Decode step: feed delayed rows [B, n, S] (attention_mask [B, past + n]) and return the
-        logits of the row that follows the last one, with the grown cache."""
+        hidden state [B, H] that predicts the row after the last one, with the grown cache."""
         hidden, cache = self.hidden_states(delayed_rows, attention_mask, cache, position_ids)
-        last = hidden[:, -1]
-        return StepOutput(self.stream0_logits(last), self.codebook_logits(last), cache)
+        return StepOutput(hidden[:, -1], cache)
 
     # ------------------------------------------------------------------ training
     def forward(
