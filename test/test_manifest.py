@@ -23,12 +23,17 @@ NUM_CODEBOOKS = 2
 CODEBOOK_SIZE = 8
 
 
-def tiny_token_list(num_text: int = NUM_TEXT) -> TokenList:
+def tiny_token_list(
+    num_text: int = NUM_TEXT,
+    num_semantic: int = NUM_SEMANTIC,
+    num_codebooks: int = NUM_CODEBOOKS,
+    codebook_size: int = CODEBOOK_SIZE,
+) -> TokenList:
     return TokenList.build(
         [f"t{i}" for i in range(num_text)],
-        num_semantic=NUM_SEMANTIC,
-        num_codebooks=NUM_CODEBOOKS,
-        codebook_size=CODEBOOK_SIZE,
+        num_semantic=num_semantic,
+        num_codebooks=num_codebooks,
+        codebook_size=codebook_size,
     )
 
 
@@ -40,21 +45,25 @@ def write_corpus(
     num_speakers: int = 3,
     seed: int = 0,
     length_files: bool = True,
+    token_list: TokenList | None = None,
 ) -> dict[str, Path]:
     """speech.scp / text.scp / utt2spk / token_list.json of random tokens under `directory`.
 
-    Speech rows are int32 [T, 1 + NUM_CODEBOOKS]; text vectors int32 [L]. Returns the paths.
+    Speech rows are int32 [T, S] (S from `token_list`, default `tiny_token_list()`); text vectors
+    int32 [L]. Returns the paths.
     """
+    token_list = token_list or tiny_token_list()
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     uttids = [f"spk{i % num_speakers}_utt{i:03d}" for i in range(num_utts)]
     speech, text = {}, {}
     for uttid in uttids:
         frames = rng.integers(*speech_frames)
-        semantic = rng.integers(0, NUM_SEMANTIC, (frames, 1))
-        codes = rng.integers(0, CODEBOOK_SIZE, (frames, NUM_CODEBOOKS))
+        semantic = rng.integers(0, token_list.size("semantic"), (frames, 1))
+        codes = rng.integers(0, token_list.codebook_size, (frames, token_list.num_codebooks))
         speech[uttid] = np.concatenate([semantic, codes], axis=1).astype(np.int32)
-        text[uttid] = rng.integers(0, NUM_TEXT, rng.integers(*text_tokens)).astype(np.int32)
+        length = rng.integers(*text_tokens)
+        text[uttid] = rng.integers(0, token_list.size("text"), length).astype(np.int32)
     for name, table in (("speech", speech), ("text", text)):
         # NPY records: Kaldi's binary format has no int32 matrices (as opuslm.dump writes them).
         kaldiio.save_ark(
@@ -71,7 +80,7 @@ def write_corpus(
             "".join(f"{u} {len(v)}\n" for u, v in text.items())
         )
     (directory / "utt2spk").write_text("".join(f"{u} {u.split('_')[0]}\n" for u in uttids))
-    tiny_token_list().save(directory / "token_list.json")
+    token_list.save(directory / "token_list.json")
     return {
         "speech": directory / "speech.scp",
         "text": directory / "text.scp",

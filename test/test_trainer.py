@@ -42,9 +42,12 @@ SINGLE = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def make_experiment(root: Path, num_utts: int = 24, **sections) -> Path:
-    """Dumps, asr + tts manifests (3:1) and a config; `sections` update the config's sections."""
-    paths = write_corpus(root / "dump", num_utts=num_utts)
+def make_experiment(
+    root: Path, num_utts: int = 24, corpus: dict | None = None, **sections: dict
+) -> Path:
+    """Dumps, asr + tts manifests (3:1) and a config; `sections` update the config's sections,
+    `corpus` holds extra `write_corpus` options."""
+    paths = write_corpus(root / "dump", num_utts=num_utts, **(corpus or {}))
     manifests = {}
     for task in ("asr", "tts"):
         manifests[task] = root / "manifests" / task / "data.json"

@@ -20,7 +20,7 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,46 @@ def summarise(sums: dict[str, float]) -> dict[str, float]:
             task = key.split("/", 1)[1]
             out[f"loss/{task}"] = sums[f"task_loss_sum/{task}"] / count
     return out
+
+
+class Throughput:
+    """Training positions per second (validation, logging and checkpoints excluded) and the time
+    spent waiting for data, in total and per log interval."""
+
+    def __init__(self) -> None:
+        self.total_positions = 0
+        self.total_seconds = 0.0
+        self.data_wait = 0.0
+        self.interval_positions = 0
+        self.interval_seconds = 0.0
+        self.interval_steps = 0
+        self._since = time.perf_counter()
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.data_wait += time.perf_counter() - start
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        yield
+        self._since = time.perf_counter()
+
+    def step(self, positions: int) -> None:
+        now = time.perf_counter()
+        self.total_seconds += now - self._since
+        self.interval_seconds += now - self._since
+        self._since = now
+        self.total_positions += positions
+        self.interval_positions += positions
+        self.interval_steps += 1
+
+    def take_interval(self) -> tuple[int, int, float]:
+        """(positions, steps, seconds) since the last call."""
+        out = (self.interval_positions, self.interval_steps, self.interval_seconds)
+        self.interval_positions, self.interval_steps, self.interval_seconds = 0, 0, 0.0
+        return out
 
 
 class Trainer:
@@ -427,24 +467,18 @@ class Trainer:
             disable=not (self.info.is_main and cfg.progress_bar),
             dynamic_ncols=True,
         )
-        run_start = time.perf_counter()
-        data_wait = 0.0
-        positions = 0
-        interval_start, interval_positions, interval_steps = time.perf_counter(), 0, 0
+        meter = Throughput()
         try:
             while self.step < max_steps:
-                wait_start = time.perf_counter()
-                micro_batches = [next(batches) for _ in range(accum)]
-                data_wait += time.perf_counter() - wait_start
+                with meter.waiting():
+                    micro_batches = [next(batches) for _ in range(accum)]
                 stop = torch.tensor([float(self.stop.requested)], device=self.device)
                 if float(all_reduce_sum(stop)[0]) > 0:
                     stopped_early = True
                     break
                 ok = self.train_step(micro_batches, sums)
                 self.position += accum
-                step_positions = sum(b.num_positions for b in micro_batches if b.loss_mask.any())
-                positions += step_positions
-                interval_positions += step_positions
+                meter.step(sum(b.num_positions for b in micro_batches if b.loss_mask.any()))
                 if not ok:
                     consecutive_bad += 1
                     self.bad_steps_total += 1
@@ -457,43 +491,36 @@ class Trainer:
                     continue
                 consecutive_bad = 0
                 self.step += 1
-                interval_steps += 1
                 progress.update(1)
-                if self.step % cfg.log_interval == 0 or self.step == max_steps:
-                    record = self._train_record(
-                        sums,
-                        interval_positions,
-                        interval_steps,
-                        time.perf_counter() - interval_start,
-                    )
-                    progress.set_postfix(
-                        loss=f"{record['loss']:.3f}",
-                        acc=f"{record['acc']:.3f}",
-                        lr=f"{record['lr']:.2e}",
-                        fps=f"{record['frames_per_s']:.0f}",
-                    )
-                    self._write([record])
-                    sums.clear()
-                    interval_start, interval_positions, interval_steps = time.perf_counter(), 0, 0
-                if self.step % cfg.valid_interval == 0 or self.step == max_steps:
-                    self._write(self.validate())
-                    self._plot()
-                if self.step % cfg.save_interval == 0 or self.step == max_steps:
-                    self.save()
+                with meter.paused():  # logging, validation and checkpoints are not training time
+                    if self.step % cfg.log_interval == 0 or self.step == max_steps:
+                        record = self._train_record(sums, *meter.take_interval())
+                        progress.set_postfix(
+                            loss=f"{record['loss']:.3f}",
+                            acc=f"{record['acc']:.3f}",
+                            lr=f"{record['lr']:.2e}",
+                            fps=f"{record['frames_per_s']:.0f}",
+                        )
+                        self._write([record])
+                        sums.clear()
+                    if self.step % cfg.valid_interval == 0 or self.step == max_steps:
+                        self._write(self.validate())
+                        self._plot()
+                    if self.step % cfg.save_interval == 0 or self.step == max_steps:
+                        self.save()
         finally:
             progress.close()
             self.stop.uninstall()
         if stopped_early:
             self.save()
             self._plot()
-        elapsed = time.perf_counter() - run_start
         return TrainSummary(
             step=self.step,
             position=self.position,
             stopped_early=stopped_early,
             bad_steps=self.bad_steps_total,
-            positions_per_s=positions / max(elapsed, 1e-9),
-            data_wait_fraction=data_wait / max(elapsed, 1e-9),
+            positions_per_s=meter.total_positions / max(meter.total_seconds, 1e-9),
+            data_wait_fraction=meter.data_wait / max(meter.total_seconds, 1e-9),
         )
 
     def _train_record(
