@@ -21,7 +21,9 @@
 #  9  inference                   --decode_config, the last model,        <model>/decode_{asr,tts}_<test set>/
 #                                 dump/raw/<test set>/                     {text | wav.scp, wav/}
 # 10  scoring                     decode dirs, dump/raw/<test set>/       <decode dir>/score.json, <model>/RESULTS.md
-# 11  packing                     the last model, tokenizers, token list  <model>/packed/
+# 11  packing                     the last model, tokenizers,             <model>/packed/
+#                                 --decode_config                          (stage 9 decodes with it,
+#                                                                          so it packs if needed)
 #
 # Every stage can run alone (--stage N --stop_stage N), checks that its inputs exist (and says which
 # stage makes them) and skips work whose `.done` marker records the same inputs (file contents and
@@ -55,13 +57,15 @@ max_wav_duration=20
 # Tokenizers, tasks, model
 tokenizer_config=conf/tokenizer.yaml
 train_tasks="asr tts" # tasks made from every speech set
+tts_prompt_frames=150 # TTS speaker prompt length (frames of the token dumps; 150 = 3 s at 50 Hz)
 base_lm_config=""     # stage 6; empty: the base LM comes from --train_config
 train_config=conf/train.yaml
 anneal_config=""      # stage 8; empty: no annealing
 tag=""                # experiment name; default: the train config's file name
 # Inference
-decode_config=conf/decode.yaml
+decode_config=conf/decode.yaml   # task -> decoding settings, packed with the model (stage 9/11)
 inference_tasks="asr tts"
+inference_args=""     # more options for opuslm.bin.infer, e.g. "--batch_size 16" (word-split)
 
 help_message="Usage: $0 [options]   (from a recipe directory; the stages are in the header of
 $(readlink -f "$0"))
@@ -73,8 +77,9 @@ Options (default):
   --local_data_opts    options for local/data.sh
   --fs (${fs}) --min_wav_duration (${min_wav_duration}) --max_wav_duration (${max_wav_duration})
   --tokenizer_config (${tokenizer_config}) --train_tasks ('${train_tasks}')
+  --tts_prompt_frames (${tts_prompt_frames})
   --base_lm_config --train_config (${train_config}) --anneal_config --tag
-  --decode_config (${decode_config}) --inference_tasks ('${inference_tasks}')"
+  --decode_config (${decode_config}) --inference_tasks ('${inference_tasks}') --inference_args"
 
 invocation="$0 $*"
 . ./path.sh
@@ -245,14 +250,14 @@ stage_3() {
   if [ -n "$(conf_value "${tokenizer_config}" text.pretrained)" ]; then
     log "text tokenizer: the base LM's, from $(tokenizer_dir text)"
   else
-    local corpus=exp/tokenizers/text_corpus.txt
-    cat "${train}/text" ${text_train_set:+"data/${text_train_set}/text"} >"${corpus}"
+    # The text-only training set is text the model will read: the tokenizer should see it too.
+    local texts=("${train}/text" ${text_train_set:+"data/${text_train_set}/text"})
     conf_section "${tokenizer_config}" text
-    if ! is_done exp/tokenizers/text "${corpus}" "${opts[*]}"; then
-      log "training the text tokenizer on ${corpus}"
-      "${python}" -m opuslm.bin.train_text_tokenizer --text "${corpus}" \
+    if ! is_done exp/tokenizers/text "${texts[@]}" "${opts[*]}"; then
+      log "training the text tokenizer on ${texts[*]}"
+      "${python}" -m opuslm.bin.train_text_tokenizer --text "${texts[@]}" \
         --output_dir exp/tokenizers/text "${opts[@]}"
-      mark_done exp/tokenizers/text "${corpus}" "${opts[*]}"
+      mark_done exp/tokenizers/text "${texts[@]}" "${opts[*]}"
     fi
   fi
   local kind
@@ -286,7 +291,7 @@ stage_4() {
     "${python}" -m opuslm.bin.tokenize_audio --data_dir "${src}" --semantic_dir "${semantic_dir}" \
       --codec_dir "${codec_dir}" --output_dir "${dst}" --nj "${nj}"
     "${python}" -m opuslm.bin.tokenize_text --text "${src}/text" --tokenizer_dir "${text_dir}" \
-      --output_dir "${dst}"
+      --output_dir "${dst}" --nj "${nj}"
     cp "${src}/utt2spk" "${dst}/utt2spk"
     mark_done "${dst}" "${src}/wav.scp" "${src}/text" "${tokenizers[@]}"
   done
@@ -296,8 +301,7 @@ stage_4() {
     is_done "${dst}" "data/${set}/text" "${tokenizers[@]}" && continue
     log "tokenizing data/${set}/text -> ${dst}"
     "${python}" -m opuslm.bin.tokenize_text --text "data/${set}/text" \
-      --tokenizer_dir "${text_dir}" --output_dir "${dst}" --add_special_tokens
-    mkdir -p "${dst}"
+      --tokenizer_dir "${text_dir}" --output_dir "${dst}" --nj "${nj}" --add_special_tokens
     mark_done "${dst}" "data/${set}/text" "${tokenizers[@]}"
   done
 }
@@ -331,8 +335,11 @@ stage_5() {
   for set in "${speech_sets[@]}"; do
     require 4 "dump/tokens/${set}/speech.scp" "dump/tokens/${set}/text.scp"
     for task in ${train_tasks}; do
+      local prompt=()
+      [ "${task}" = tts ] && prompt=(--prompt_frames "${tts_prompt_frames}")
       make_manifest "${task}" "${set}" --speech "dump/tokens/${set}/speech.scp" \
-        --text "dump/tokens/${set}/text.scp" --utt2spk "dump/tokens/${set}/utt2spk"
+        --text "dump/tokens/${set}/text.scp" --utt2spk "dump/tokens/${set}/utt2spk" \
+        ${prompt[@]+"${prompt[@]}"}
     done
   done
   for set in ${text_sets[@]+"${text_sets[@]}"}; do
@@ -375,6 +382,28 @@ stage_8() {
   mark_done "${anneal_dir}" "${anneal_config}" "${pretrain_dir}/.done"
 }
 
+# pack_model: <model>/packed, the self-contained directory that inference loads, with the decoding
+# defaults of --decode_config and a training utterance as the default TTS voice. Stage 9 needs it,
+# so it packs when stage 11 has not yet; whichever runs second finds it done.
+pack_model() {
+  local model text_dir semantic_dir codec_dir prompt_wav
+  model=$(model_dir)
+  require "$([ -n "${anneal_config}" ] && echo 8 || echo 7)" "${model}/.done"
+  require 2 "dump/raw/${train_set}/wav.scp"
+  text_dir=$(tokenizer_dir text)
+  semantic_dir=$(tokenizer_dir semantic)
+  codec_dir=$(tokenizer_dir codec)
+  prompt_wav=$(head -n 1 "dump/raw/${train_set}/wav.scp" | cut -d' ' -f2-)
+  local inputs=("${model}/.done" "${decode_config}" "${prompt_wav}" "${text_dir}/.done"
+    "${semantic_dir}/.done" "${codec_dir}/.done")
+  mkdir -p "${model}/packed"
+  is_done "${model}/packed" "${inputs[@]}" && return 0
+  "${python}" -m opuslm.bin.pack --checkpoint "${model}" --text_tokenizer_dir "${text_dir}" \
+    --semantic_dir "${semantic_dir}" --codec_dir "${codec_dir}" --output_dir "${model}/packed" \
+    --default_prompt_wav "${prompt_wav}" --decode_config "${decode_config}"
+  mark_done "${model}/packed" "${inputs[@]}"
+}
+
 # tts_prompts <data dir>: uttid -> wav of the next utterance of the same speaker (cyclic), so a
 # prompt never holds the words it is asked to say.
 tts_prompts() {
@@ -386,13 +415,12 @@ tts_prompts() {
 stage_9() {
   local model set task
   model=$(model_dir)
-  require "$([ -n "${anneal_config}" ] && echo 8 || echo 7)" "${model}/.done"
+  pack_model
   for set in "${test_set_list[@]}"; do
     require 2 "dump/raw/${set}/wav.scp"
     for task in ${inference_tasks}; do
       local dir="${model}/decode_${task}_${set}" inputs=()
       mkdir -p "${dir}"
-      conf_section "${decode_config}" "${task}"
       case "${task}" in
         asr) inputs=(--wav_scp "dump/raw/${set}/wav.scp") ;;
         tts)
@@ -401,11 +429,12 @@ stage_9() {
           ;;
         *) die "--inference_tasks: no inference for task ${task} (asr, tts)" ;;
       esac
-      is_done "${dir}" "${model}/.done" "${inputs[@]}" "${opts[*]}" && continue
+      is_done "${dir}" "${model}/packed/.done" "${inputs[@]}" "${inference_args}" && continue
       log "decoding ${task} ${set} -> ${dir}"
-      "${python}" -m opuslm.bin.infer --model_dir "${model}" --task "${task}" "${inputs[@]}" \
-        --output_dir "${dir}" "${opts[@]}"
-      mark_done "${dir}" "${model}/.done" "${inputs[@]}" "${opts[*]}"
+      # shellcheck disable=SC2086  # inference_args is meant to be word-split
+      "${python}" -m opuslm.bin.infer --model_dir "${model}/packed" --task "${task}" \
+        "${inputs[@]}" --output_dir "${dir}" --nj "${nj}" ${inference_args}
+      mark_done "${dir}" "${model}/packed/.done" "${inputs[@]}" "${inference_args}"
     done
   done
 }
@@ -433,10 +462,8 @@ stage_10() {
 }
 
 stage_11() {
-  local model
-  model=$(model_dir)
-  require "$([ -n "${anneal_config}" ] && echo 8 || echo 7)" "${model}/.done"
-  "${python}" -m opuslm.bin.pack --model_dir "${model}" --output_dir "${model}/packed"
+  pack_model
+  log "packed model: $(model_dir)/packed (opuslm.OpusLM.from_pretrained)"
 }
 
 stage_titles=("" "data preparation" "audio formatting" "tokenizer training" "tokenization"

@@ -28,7 +28,7 @@ conf="conf/${preset}"
   --train_set train --valid_set valid --test_sets test \
   --text_train_set text_train --text_test_sets text_test \
   --fs 16000 --min_wav_duration 0.3 --max_wav_duration 15 \
-  --tokenizer_config "${conf}/tokenizer.yaml" \
+  --tokenizer_config "${conf}/tokenizer.yaml" --tts_prompt_frames 50 \
   --base_lm_config "${conf}/base_lm.yaml" \
   --train_config "${conf}/train.yaml" \
   --anneal_config "${conf}/anneal.yaml" \
