@@ -14,6 +14,7 @@ from opuslm.model.generate import (
 )
 from opuslm.model.lm import MultiStreamLM
 from opuslm.tasks import Example, build_sequence, generation_prompt
+from opuslm.vocab import TokenList
 
 
 def reference_greedy(model: MultiStreamLM, prompt: torch.Tensor, target: str, max_frames: int):
@@ -225,3 +226,13 @@ def test_memorised_examples_are_reproduced():
         GenerationConfig(target="speech", max_frames=20),
     )[0]
     assert speech_out.tolist() == token_list.encode_frames(tts.speech).tolist()
+
+
+def test_text_only_model_decodes_one_stream():
+    token_list = TokenList.build([f"t{i}" for i in range(40)])
+    model = MultiStreamLM.from_base(tiny_config(), token_list).eval()
+    prompts = [torch.tensor([[1], [2]]), torch.tensor([[5]])]
+    outputs = generate(model, prompts, GenerationConfig(target="text", max_frames=5))
+    for prompt, output in zip(prompts, outputs):
+        assert output.shape[1] == 1 and len(output) <= 5
+        assert torch.equal(output, reference_greedy(model, prompt, "text", max_frames=5))

@@ -288,3 +288,13 @@ def test_gradient_checkpointing_gives_same_loss_and_grads():
     assert torch.allclose(plain.loss, checkpointed.loss)
     assert torch.allclose(grad, model.body.get_input_embeddings().weight.grad, atol=1e-6)
     assert math.isfinite(checkpointed.stats["loss_sum/stream1"])
+
+
+def test_text_only_token_list_has_one_stream():
+    token_list = TokenList.build([f"t{i}" for i in range(NUM_TEXT)])
+    model = MultiStreamLM.from_base(tiny_config(), token_list)
+    frames = torch.tensor([[[1], [2], [3], [token_list.eos_id]]])
+    out = model(frames, torch.ones(1, 4, dtype=torch.bool), torch.tensor([4]))
+    assert out.stats["count/stream0"] == 3  # the first row is never predicted
+    assert (out.stats["count/text"], out.stats["count/special"]) == (2, 1)
+    assert out.num_target_frames.item() == 4

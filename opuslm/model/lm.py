@@ -26,6 +26,7 @@ from opuslm.vocab import MODALITIES, TokenList, VocabError
 
 DEFAULT_LOSS_WEIGHTS = {"text": 1.0, "special": 10.0, "semantic": 0.5, "acoustic": 1.0 / 16}
 CONFIG_FORMAT = 1
+IGNORE_INDEX = -100  # cross-entropy target of codebook positions that are not targets
 
 
 @dataclass
@@ -259,32 +260,16 @@ class MultiStreamLM(nn.Module):
         rows0 = target_mask[..., 0]
         targets0 = targets[..., 0][rows0]  # [N0]
         logits0 = self.stream0_logits(hidden[rows0])  # [N0, V]
-        ce0 = F.cross_entropy(logits0.float(), targets0, reduction="none")
+        ce0 = F.cross_entropy(logits0, targets0, reduction="none")
         weighted0 = ce0 * self.id_weights[targets0]
         correct0 = logits0.argmax(-1) == targets0
 
         # Streams >= 1: codebook logits on rows where any codebook stream is a target.
         rows_c = target_mask[..., 1:].any(-1)  # [B, L-1]
-        mask_c = target_mask[..., 1:][rows_c]  # [Nc, S-1]
-        codebook_offsets = self.acoustic_start + self.codebook_size * torch.arange(
-            streams - 1, device=frames.device
-        )
-        codes = targets[..., 1:][rows_c] - codebook_offsets  # [Nc, S-1]
-        outside = mask_c & ((codes < 0) | (codes >= self.codebook_size))
-        if outside.any():
-            raise ValueError(
-                "frames hold ids in streams >= 1 that are neither pad nor of the stream's codebook"
-            )
-        codes = codes.masked_fill(~mask_c, 0)
-        logits_c = self.codebook_logits(hidden[rows_c])  # [Nc, S-1, C]
-        ce_c = (
-            F.cross_entropy(
-                logits_c.float().flatten(0, 1), codes.flatten(), reduction="none"
-            ).view_as(codes)
-            * mask_c
+        ce_c, correct_c, mask_c = self._codebook_loss(
+            hidden[rows_c], targets[..., 1:][rows_c], target_mask[..., 1:][rows_c]
         )
         weighted_c = ce_c * self.loss_weights["acoustic"]
-        correct_c = (logits_c.argmax(-1) == codes) & mask_c
 
         example_loss_sum = torch.zeros(batch, device=frames.device, dtype=ce0.dtype)
         example_loss_sum.index_add_(0, example_index[rows0], weighted0)
@@ -299,6 +284,30 @@ class MultiStreamLM(nn.Module):
             example_loss_sum=example_loss_sum,
             stats=stats,
         )
+
+    def _codebook_loss(
+        self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-codebook CE of rows [N, H] with target ids [N, S-1] where mask [N, S-1] is set.
+
+        Returns ce [N, S-1] (0 off-target), correct [N, S-1] (bool) and the mask.
+        """
+        if self.num_streams == 1:  # a text-only token list: no codebooks
+            return hidden.new_zeros(mask.shape), mask.clone(), mask
+        offsets = self.acoustic_start + self.codebook_size * torch.arange(
+            self.num_streams - 1, device=targets.device
+        )
+        codes = targets - offsets
+        if (mask & ((codes < 0) | (codes >= self.codebook_size))).any():
+            raise ValueError(
+                "frames hold ids in streams >= 1 that are neither pad nor of the stream's codebook"
+            )
+        codes = codes.masked_fill(~mask, IGNORE_INDEX)
+        logits = self.codebook_logits(hidden)  # [N, S-1, C]
+        ce = F.cross_entropy(
+            logits.flatten(0, 1), codes.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        ).view_as(codes)
+        return ce, logits.argmax(-1) == codes, mask
 
     def _stats(
         self,
