@@ -147,6 +147,18 @@ def test_a_stage_without_its_inputs_names_the_stage_to_run(recipe, stage, option
     assert result.stderr.splitlines()[-1].endswith(f"run stage {maker} first (--stage {maker})")
 
 
+def test_a_missing_pretrained_tokenizer_is_named(recipe: Path):
+    (recipe / "conf" / "tokenizer.yaml").write_text(
+        "text: {pretrained: no/such/model}\nsemantic: {num_clusters: 8}\ncodec: {hop_length: 320}\n"
+    )
+    result = run(recipe, "./run.sh", "--stage", "4", "--stop_stage", "4")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].endswith(
+        "conf/tokenizer.yaml: text.pretrained: no/such/model is not a directory"
+        " (see the recipe's README)"
+    )
+
+
 def test_a_bad_stage_range_is_an_error(recipe: Path):
     result = run(recipe, "./run.sh", "--stage", "5", "--stop_stage", "3")
     assert result.returncode == 1

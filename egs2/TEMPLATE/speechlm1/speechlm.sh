@@ -141,11 +141,31 @@ conf_value() {
   "${python}" "${conf_args}" --value "$1" "$2"
 }
 
-# tokenizer_dir <text|semantic|codec>: a pretrained directory named in the config, or ours.
-tokenizer_dir() {
-  local pretrained
-  pretrained=$(conf_value "${tokenizer_config}" "$1.pretrained")
-  echo "${pretrained:-exp/tokenizers/$1}"
+# pretrained_tokenizer <text|semantic|codec>: the `pretrained: DIR` of the config section, if any.
+pretrained_tokenizer() {
+  local dir
+  dir=$(conf_value "${tokenizer_config}" "$1.pretrained")
+  [ -z "${dir}" ] || [ -d "${dir}" ] ||
+    die "${tokenizer_config}: $1.pretrained: ${dir} is not a directory (see the recipe's README)"
+  echo "${dir}"
+}
+
+# find_tokenizers: set text_dir, semantic_dir, codec_dir (pretrained, or trained by stage 3) and
+# tokenizer_inputs (what dumps made with them depend on).
+find_tokenizers() {
+  local kind dir
+  tokenizer_inputs=()
+  for kind in text semantic codec; do
+    dir=$(pretrained_tokenizer "${kind}")
+    if [ -z "${dir}" ]; then
+      dir="exp/tokenizers/${kind}"
+      require 3 "${dir}/.done"
+      tokenizer_inputs+=("${dir}/.done")
+    else
+      tokenizer_inputs+=("${dir}")
+    fi
+    printf -v "${kind}_dir" '%s' "${dir}"
+  done
 }
 
 # The directory of the last trained model: annealing if configured, else pre-training.
@@ -247,8 +267,10 @@ stage_3() {
   require 2 "${train}/wav.scp" "${train}/text"
   mkdir -p exp/tokenizers
   local opts=()
-  if [ -n "$(conf_value "${tokenizer_config}" text.pretrained)" ]; then
-    log "text tokenizer: the base LM's, from $(tokenizer_dir text)"
+  local pretrained
+  pretrained=$(pretrained_tokenizer text)
+  if [ -n "${pretrained}" ]; then
+    log "text tokenizer: the base LM's, from ${pretrained}"
   else
     # The text-only training set is text the model will read: the tokenizer should see it too.
     local texts=("${train}/text" ${text_train_set:+"data/${text_train_set}/text"})
@@ -262,8 +284,9 @@ stage_3() {
   fi
   local kind
   for kind in semantic codec; do
-    if [ -n "$(conf_value "${tokenizer_config}" "${kind}.pretrained")" ]; then
-      log "${kind} tokenizer: pretrained, from $(tokenizer_dir "${kind}")"
+    pretrained=$(pretrained_tokenizer "${kind}")
+    if [ -n "${pretrained}" ]; then
+      log "${kind} tokenizer: pretrained, from ${pretrained}"
       continue
     fi
     conf_section "${tokenizer_config}" "${kind}"
@@ -276,33 +299,28 @@ stage_3() {
 }
 
 stage_4() {
-  local text_dir semantic_dir codec_dir set
-  text_dir=$(tokenizer_dir text)
-  semantic_dir=$(tokenizer_dir semantic)
-  codec_dir=$(tokenizer_dir codec)
-  require 3 "${text_dir}" "${semantic_dir}" "${codec_dir}"
-  local tokenizers=("${text_dir}" "${semantic_dir}" "${codec_dir}"
-    "${text_dir}/.done" "${semantic_dir}/.done" "${codec_dir}/.done")
+  local text_dir semantic_dir codec_dir tokenizer_inputs set
+  find_tokenizers
   for set in "${speech_sets[@]}"; do
     local src="dump/raw/${set}" dst="dump/tokens/${set}"
     require 2 "${src}/wav.scp" "${src}/text"
-    is_done "${dst}" "${src}/wav.scp" "${src}/text" "${tokenizers[@]}" && continue
+    is_done "${dst}" "${src}/wav.scp" "${src}/text" "${tokenizer_inputs[@]}" && continue
     log "tokenizing ${src} -> ${dst}"
     "${python}" -m opuslm.bin.tokenize_audio --data_dir "${src}" --semantic_dir "${semantic_dir}" \
       --codec_dir "${codec_dir}" --output_dir "${dst}" --nj "${nj}"
     "${python}" -m opuslm.bin.tokenize_text --text "${src}/text" --tokenizer_dir "${text_dir}" \
       --output_dir "${dst}" --nj "${nj}"
     cp "${src}/utt2spk" "${dst}/utt2spk"
-    mark_done "${dst}" "${src}/wav.scp" "${src}/text" "${tokenizers[@]}"
+    mark_done "${dst}" "${src}/wav.scp" "${src}/text" "${tokenizer_inputs[@]}"
   done
   for set in ${text_sets[@]+"${text_sets[@]}"}; do
     local dst="dump/tokens/${set}"
     require 1 "data/${set}/text"
-    is_done "${dst}" "data/${set}/text" "${tokenizers[@]}" && continue
+    is_done "${dst}" "data/${set}/text" "${tokenizer_inputs[@]}" && continue
     log "tokenizing data/${set}/text -> ${dst}"
     "${python}" -m opuslm.bin.tokenize_text --text "data/${set}/text" \
       --tokenizer_dir "${text_dir}" --output_dir "${dst}" --nj "${nj}" --add_special_tokens
-    mark_done "${dst}" "data/${set}/text" "${tokenizers[@]}"
+    mark_done "${dst}" "data/${set}/text" "${tokenizer_inputs[@]}"
   done
 }
 
@@ -319,18 +337,15 @@ make_manifest() {
 }
 
 stage_5() {
-  local text_dir semantic_dir codec_dir base_model set task
-  text_dir=$(tokenizer_dir text)
-  semantic_dir=$(tokenizer_dir semantic)
-  codec_dir=$(tokenizer_dir codec)
-  require 3 "${text_dir}" "${semantic_dir}" "${codec_dir}"
+  local text_dir semantic_dir codec_dir tokenizer_inputs base_model set task
+  find_tokenizers
   # An inherited text tokenizer is the base LM's: the text block then has its embedding rows.
-  base_model=$(conf_value "${tokenizer_config}" text.pretrained)
-  if ! is_done data "${text_dir}" "${semantic_dir}/.done" "${codec_dir}/.done" "${tokenizer_config}"; then
+  base_model=$(pretrained_tokenizer text)
+  if ! is_done data "${tokenizer_inputs[@]}"; then
     "${python}" -m opuslm.bin.make_token_list --text_tokenizer_dir "${text_dir}" \
       ${base_model:+--base_model_dir "${base_model}"} --semantic_dir "${semantic_dir}" \
       --codec_dir "${codec_dir}" --output "${token_list}"
-    mark_done data "${text_dir}" "${semantic_dir}/.done" "${codec_dir}/.done" "${tokenizer_config}"
+    mark_done data "${tokenizer_inputs[@]}"
   fi
   for set in "${speech_sets[@]}"; do
     require 4 "dump/tokens/${set}/speech.scp" "dump/tokens/${set}/text.scp"
@@ -386,16 +401,13 @@ stage_8() {
 # defaults of --decode_config and a training utterance as the default TTS voice. Stage 9 needs it,
 # so it packs when stage 11 has not yet; whichever runs second finds it done.
 pack_model() {
-  local model text_dir semantic_dir codec_dir prompt_wav
+  local model text_dir semantic_dir codec_dir tokenizer_inputs prompt_wav
   model=$(model_dir)
   require "$([ -n "${anneal_config}" ] && echo 8 || echo 7)" "${model}/.done"
   require 2 "dump/raw/${train_set}/wav.scp"
-  text_dir=$(tokenizer_dir text)
-  semantic_dir=$(tokenizer_dir semantic)
-  codec_dir=$(tokenizer_dir codec)
+  find_tokenizers
   prompt_wav=$(head -n 1 "dump/raw/${train_set}/wav.scp" | cut -d' ' -f2-)
-  local inputs=("${model}/.done" "${decode_config}" "${prompt_wav}" "${text_dir}/.done"
-    "${semantic_dir}/.done" "${codec_dir}/.done")
+  local inputs=("${model}/.done" "${decode_config}" "${prompt_wav}" "${tokenizer_inputs[@]}")
   mkdir -p "${model}/packed"
   is_done "${model}/packed" "${inputs[@]}" && return 0
   "${python}" -m opuslm.bin.pack --checkpoint "${model}" --text_tokenizer_dir "${text_dir}" \

@@ -2,6 +2,7 @@
 # Stage 1 of librispeech: Kaldi data directories from the corpus in its standard layout.
 #   reads  ${LIBRISPEECH}/<subset>/<speaker>/<chapter>/{*.flac,<speaker>-<chapter>.trans.txt}
 #   writes data/<subset, '-' as '_'>/{wav.scp,text,utt2spk,spk2utt}   e.g. data/train_clean_100
+#          data/train_960/ (the train-* subsets combined)
 # Set LIBRISPEECH in db.sh to the directory that holds train-clean-100/, dev-clean/, ...
 set -euo pipefail
 
@@ -10,6 +11,7 @@ log() {
 }
 
 subsets="train-clean-100 train-clean-360 train-other-500 dev-clean dev-other test-clean test-other"
+combined_train_set=train_960  # the train-* subsets combined, when there are several
 
 . ./path.sh
 . ./db.sh
@@ -28,7 +30,14 @@ log "preparing ${subsets} from ${LIBRISPEECH}"
 # shellcheck disable=SC2086  # subsets is a word list
 python -m opuslm.bin.prepare_librispeech --corpus_root "${LIBRISPEECH}" --output_dir data \
   --subsets ${subsets}
+train_dirs=()
 for subset in ${subsets}; do
   utils/validate_data_dir.sh "data/${subset//-/_}"
+  [[ "${subset}" == train-* ]] && train_dirs+=("data/${subset//-/_}")
 done
+# The training subsets together: data/train_960 when all three are prepared.
+if [ "${#train_dirs[@]}" -gt 1 ]; then
+  utils/combine_data.sh "data/${combined_train_set}" "${train_dirs[@]}"
+  utils/validate_data_dir.sh "data/${combined_train_set}"
+fi
 log "done"
