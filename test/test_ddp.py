@@ -1,11 +1,13 @@
-"""Two gloo DDP processes on CPU follow the same loss curve as one process on the same global batch
-(the loss is normalised once, by the global number of target frames)."""
+"""Two gloo processes on CPU (DDP; FSDP2 `fully_shard` as a slow check) follow the same loss curve
+as one process on the same global batch (the loss is normalised once, by the global number of target
+frames)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import pytest
 import torch
 from test_trainer import SINGLE, SUBPROCESS_ENV, make_experiment, train_command
 
@@ -22,13 +24,16 @@ def curves(output_dir) -> tuple[list[float], list[float]]:
     return [r["loss"] for r in records], [r["grad_norm"] for r in records]
 
 
-def test_two_process_ddp_matches_one_process(tmp_path):
+@pytest.mark.parametrize(
+    "parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)], ids=["ddp", "fsdp"]
+)
+def test_two_processes_match_one_process(tmp_path, parallel):
     config = make_experiment(
         tmp_path,
         schedule={"max_steps": 20},
         # accum_grad 2: the normalisation spans micro-batches as well as ranks.
         optim={"accum_grad": 2},
-        train={"save_interval": 100, "valid_interval": 100, "parallel": "ddp"},
+        train={"save_interval": 100, "valid_interval": 100, "parallel": parallel},
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -220,6 +220,14 @@ def test_annealing_starts_from_pretraining_weights_and_decays_to_zero(tmp_path):
     ]
     assert lrs[0] == pytest.approx(3e-3) and lrs[-1] == 0.0 and len(lrs) == 6
 
+    carried = Trainer(
+        load_config(config_path, [*overrides, "--init_optimizer"]), tmp_path / "carry", SINGLE
+    )
+    saved = ckpt.load_train_state(tmp_path / "pretrain" / "checkpoints" / "step_8")["optimizer"]
+    name = "body.model.layers.0.mlp.up_proj.weight"
+    param = dict(carried.model.named_parameters())[name]
+    assert torch.equal(carried.optimizer.state[param]["exp_avg"], saved["state"][name]["exp_avg"])
+
 
 # -------------------------------------------------------------------- stop, non-finite, logs
 def test_sigterm_saves_and_stops_cleanly(tmp_path):
@@ -241,6 +249,27 @@ def test_sigterm_saves_and_stops_cleanly(tmp_path):
         "seed": 0,
     }
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
+
+    # Resuming with a longer schedule: position from the checkpoint, shape from the config.
+    extended = load_config(make_experiment(tmp_path), ["--resume", "schedule.max_steps=20"])
+    resumed = Trainer(extended, tmp_path / "exp", SINGLE)
+    assert resumed.step == 3 and resumed.position == 3
+    expected = 3e-3 * resumed.scheduler.lr_lambdas[0](3)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+    assert resumed.scheduler.lr_lambdas[0].max_steps == 20
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
+    config_path = make_experiment(tmp_path, schedule={"max_steps": 3}, train={"valid_interval": 9})
+    losses = []
+    for flag in ("false", "true"):
+        config = load_config(config_path, [f"model.gradient_checkpointing={flag}"])
+        trainer = Trainer(config, tmp_path / flag, SINGLE)
+        assert trainer.model.body.is_activation_checkpointing == (flag == "true")
+        trainer.run()
+        log = read_log(tmp_path / flag / "train.log.jsonl")
+        losses.append([r["loss"] for r in log if r["kind"] == "train"])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
 
 
 def test_non_finite_steps_are_skipped_then_stop(tmp_path):

@@ -96,6 +96,12 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     ]
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers ignore Ctrl-C / SIGTERM: the main process stops them after saving."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class StopFlag:
     """SIGTERM / SIGINT ask for a clean stop: the loop saves a checkpoint and returns."""
 
@@ -177,6 +183,7 @@ class Throughput:
         self.interval_positions = 0
         self.interval_seconds = 0.0
         self.interval_steps = 0
+        self.interval_wait = 0.0
         self._since = time.perf_counter()
 
     @contextmanager
@@ -184,6 +191,7 @@ class Throughput:
         start = time.perf_counter()
         yield
         self.data_wait += time.perf_counter() - start
+        self.interval_wait += time.perf_counter() - start
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -199,10 +207,16 @@ class Throughput:
         self.interval_positions += positions
         self.interval_steps += 1
 
-    def take_interval(self) -> tuple[int, int, float]:
-        """(positions, steps, seconds) since the last call."""
-        out = (self.interval_positions, self.interval_steps, self.interval_seconds)
-        self.interval_positions, self.interval_steps, self.interval_seconds = 0, 0, 0.0
+    def take_interval(self) -> tuple[int, int, float, float]:
+        """(positions, steps, seconds, seconds waiting for data) since the last call."""
+        out = (
+            self.interval_positions,
+            self.interval_steps,
+            self.interval_seconds,
+            self.interval_wait,
+        )
+        self.interval_positions, self.interval_steps = 0, 0
+        self.interval_seconds, self.interval_wait = 0.0, 0.0
         return out
 
 
@@ -325,7 +339,19 @@ class Trainer:
     def _load_train_state(self, directory: Path) -> None:
         state = ckpt.load_train_state(directory)
         self._set_optimizer_state(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        scheduler_state = state["scheduler"]
+        # The schedule's shape comes from this run's config (e.g. a longer max_steps when a run
+        # is extended); the checkpoint gives its position.
+        saved_factors = scheduler_state["lr_lambdas"]
+        if saved_factors != [vars(f) for f in self.scheduler.lr_lambdas]:
+            logger.warning("schedule changed since the checkpoint: %s -> config", saved_factors)
+        self.scheduler.load_state_dict(
+            {**scheduler_state, "lr_lambdas": [None] * len(saved_factors)}
+        )
+        for group, base_lr, factor in zip(
+            self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas
+        ):
+            group["lr"] = base_lr * factor(self.scheduler.last_epoch)
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
         self.position = int(state["sampler"]["position"])
@@ -372,6 +398,7 @@ class Trainer:
             prefetch_factor=data.prefetch_factor if workers > 0 else None,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
+            worker_init_fn=ignore_stop_signals,
         )
         return iter(loader)
 
@@ -524,7 +551,7 @@ class Trainer:
         )
 
     def _train_record(
-        self, sums: MetricSums, positions: int, steps: int, seconds: float
+        self, sums: MetricSums, positions: int, steps: int, seconds: float, data_wait: float
     ) -> dict[str, Any]:
         reduced = sums.reduced(self.device)
         positions_all = float(
@@ -535,6 +562,8 @@ class Trainer:
             "step": self.step,
             "lr": self.last_lr,
             "frames_per_s": positions_all / max(seconds, 1e-9),
+            # Share of the step time spent waiting for the DataLoader (rank 0): ~0 = not starved.
+            "data_wait": data_wait / max(seconds, 1e-9),
             "grad_norm": reduced.pop("grad_norm_sum", 0.0) / max(steps * self.info.world_size, 1),
             "bad_steps_total": self.bad_steps_total,
             "position": self.position,
