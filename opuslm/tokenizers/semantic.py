@@ -339,7 +339,12 @@ class SemanticTokenizer:
 
     def encode_batch(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """float32 waveforms [N_i] -> units int64 [ceil(N_i / hop)]."""
-        return [self.assign(f) for f in self.features.extract_batch(wavs)]
+        feats = self.features.extract_batch(wavs)
+        if not feats:
+            return []
+        # One distance matmul for the whole batch instead of one per utterance.
+        units = self.assign(np.concatenate(feats))
+        return np.split(units, np.cumsum([len(f) for f in feats])[:-1])
 
     def encode(self, wav: np.ndarray) -> np.ndarray:
         return self.encode_batch([wav])[0]
