@@ -227,6 +227,7 @@ def test_annealing_starts_from_pretraining_weights_and_decays_to_zero(tmp_path):
     name = "body.model.layers.0.mlp.up_proj.weight"
     param = dict(carried.model.named_parameters())[name]
     assert torch.equal(carried.optimizer.state[param]["exp_avg"], saved["state"][name]["exp_avg"])
+    assert carried.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3)  # not pre-training's
 
 
 # -------------------------------------------------------------------- stop, non-finite, logs

@@ -305,8 +305,16 @@ class Trainer:
         elif init_from is not None:
             logger.info("initialised weights from %s", init_from)
             if config.init_optimizer:
-                state = ckpt.load_train_state(init_from)
-                self._set_optimizer_state(state["optimizer"])
+                # Moments from the checkpoint; lr, betas and weight decay stay this run's.
+                hyperparameters = [
+                    {k: v for k, v in group.items() if k != "params"}
+                    for group in self.optimizer.param_groups
+                ]
+                self._set_optimizer_state(ckpt.load_train_state(init_from)["optimizer"])
+                for group, values in zip(self.optimizer.param_groups, hyperparameters):
+                    group.update(values)
+        elif config.resume:
+            logger.info("no checkpoint in %s: starting a new run", self.checkpoint_root)
         self.log = JsonlLog(self.output_dir / "train.log.jsonl") if info.is_main else None
         if self.log is not None:
             self.log.truncate_after(self.step)
