@@ -1,4 +1,5 @@
-"""Task manifests: intersection of entry files, sequence lengths, validation errors.
+"""Task manifests (intersection of entry files, sequence lengths, validation errors) and the
+dataset that reads them (TTS prompts, collate).
 
 `write_corpus` (tiny synthetic token dumps written with kaldiio) is shared by the training tests.
 """
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 
 from opuslm.bin import make_manifest
+from opuslm.data.dataset import TaskDataset
 from opuslm.data.manifest import Manifest, ManifestError, build_manifest, sequence_length
+from opuslm.data.sampler import BatchItem
 from opuslm.tasks import Example, build_sequence, crop_prompt
 from opuslm.vocab import TokenList, VocabError
 
@@ -192,3 +195,62 @@ def test_empty_manifest_and_changed_token_list_are_errors(tmp_path):
 
 def paths_for(paths: dict[str, Path], *names: str) -> dict[str, Path]:
     return {n: paths[n] for n in names}
+
+
+# ------------------------------------------------------------------- dataset over manifests
+def tts_dataset(tmp_path: Path, prompt_source: str) -> tuple[TaskDataset, dict[str, np.ndarray]]:
+    paths = write_corpus(tmp_path / "dump", num_utts=9)
+    output = tmp_path / "tts" / "data.json"
+    entries = {"speech": paths["speech"], "text": paths["text"]}
+    build_manifest(
+        "tts", "x", paths["token_list"], entries, output, utt2spk=paths["utt2spk"], prompt_frames=3
+    ).save()
+    dataset = TaskDataset([Manifest.load(output)], tiny_token_list(), prompt_source=prompt_source)
+    return dataset, {u: np.asarray(m) for u, m in kaldiio.load_scp(str(paths["speech"])).items()}
+
+
+def prompt_rows(dataset: TaskDataset, item: BatchItem) -> np.ndarray:
+    """The raw dump rows of the prompt inside a built TTS sequence."""
+    sequence = dataset[item]
+    token_list = dataset.token_list
+    start = np.flatnonzero(sequence.frames[:, 0] == token_list.start_id("spk"))[0] + 1
+    return token_list.decode_frames(sequence.frames[start : start + 3])
+
+
+def windows(speech: np.ndarray, size: int) -> list[np.ndarray]:
+    return [speech[i : i + size] for i in range(len(speech) - size + 1)]
+
+
+def test_tts_prompt_from_another_utterance_of_the_speaker(tmp_path):
+    dataset, speech = tts_dataset(tmp_path, "speaker")
+    uttid = dataset.readers[0].uttids[0]
+    for position in range(5):
+        prompt = prompt_rows(dataset, BatchItem(0, 0, position))
+        sources = [
+            u
+            for u, rows in speech.items()
+            if any(np.array_equal(prompt, w) for w in windows(rows, 3))
+        ]
+        assert sources and uttid not in sources
+        assert all(u.split("_")[0] == uttid.split("_")[0] for u in sources)
+    # The same request gives the same prompt (whichever worker builds it, after a resume too).
+    item = BatchItem(0, 0, 7)
+    assert np.array_equal(prompt_rows(dataset, item), prompt_rows(dataset, item))
+
+
+def test_tts_prompt_own_prefix_and_collate(tmp_path):
+    dataset, speech = tts_dataset(tmp_path, "self")
+    uttid = dataset.readers[0].uttids[2]
+    assert np.array_equal(prompt_rows(dataset, BatchItem(0, 2, 0)), speech[uttid][:3])
+    items = [BatchItem(0, 2, 0), BatchItem(0, 5, 0), BatchItem(0, 1, 0, counted=False)]
+    sequences = [dataset[i] for i in items]
+    batch = dataset.collate(sequences)
+    lengths = [len(s.frames) for s in sequences]
+    assert batch.lengths.tolist() == lengths
+    assert batch.frames.shape == (3, max(lengths), 3)
+    for row, seq in enumerate(sequences):
+        assert np.array_equal(batch.frames[row, : lengths[row]].numpy(), seq.frames)
+        assert (batch.frames[row, lengths[row] :] == dataset.token_list.pad_id).all()
+        assert not batch.loss_mask[row, lengths[row] :].any()
+    assert batch.loss_mask[0].any() and not batch.loss_mask[2].any()  # the filler has no loss
+    assert batch.tasks == ["tts"] * 3 and batch.uttids[0] == uttid
