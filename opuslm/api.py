@@ -188,7 +188,9 @@ class OpusLM:
             frames = np.concatenate([frames, self.token_list.encode_frames(speaker)])
         return torch.from_numpy(frames)
 
-    def continuation_prompt(self, wav: np.ndarray, sample_rate: int, what: str = "audio"):
+    def continuation_prompt(
+        self, wav: np.ndarray, sample_rate: int, what: str = "audio"
+    ) -> torch.Tensor:
         """Decoding prompt [T, S] that continues the given audio (audiolm)."""
         start = generation_prompt("audiolm", Example(uttid=what), self.token_list)
         speech = self.token_list.encode_frames(self.encode_raw(wav, sample_rate, what))
@@ -216,7 +218,11 @@ class OpusLM:
         return generate(self.model, list(prompts), config, seed=seed)
 
     def transcribe(
-        self, wav: np.ndarray, sample_rate: int, decoding: dict | None = None, seed=None
+        self,
+        wav: np.ndarray,
+        sample_rate: int,
+        decoding: dict | None = None,
+        seed: int | None = None,
     ) -> str:
         """Speech recognition of one waveform [N] -> text."""
         return self.transcribe_batch([(wav, sample_rate)], decoding, seed)[0]
@@ -285,13 +291,19 @@ class OpusLM:
             yield self.decode_audio(torch.stack(chunk))[0]
 
     def continue_audio(
-        self, wav: np.ndarray, sample_rate: int, decoding: dict | None = None, seed=None
+        self,
+        wav: np.ndarray,
+        sample_rate: int,
+        decoding: dict | None = None,
+        seed: int | None = None,
     ) -> Audio:
         """Audio continuation (audiolm): the audio that follows `wav`, without `wav` itself."""
         prompt = self.continuation_prompt(wav, sample_rate)
         return self.decode_audio(self.generate("audiolm", [prompt], decoding, seed)[0])
 
-    def generate_text(self, prompt: str, decoding: dict | None = None, seed=None) -> str:
+    def generate_text(
+        self, prompt: str, decoding: dict | None = None, seed: int | None = None
+    ) -> str:
         """Text continuation (textlm) of `prompt`, up to the tokenizer's eos (excluded)."""
         frames = self.generate("textlm", [self.textlm_prompt(prompt)], decoding, seed)[0]
         return self.decode_text(self.cut_at_text_eos(frames))

@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,9 +418,10 @@ def pack(
         utterance is a good choice); it is stored as tokens, cut to `prompt_frames`.
     decoding: per-task overrides of the default decoding settings.
     """
-    from opuslm.audio import AudioError, load_audio
     from opuslm.train.checkpoint import CheckpointError, load_checkpoint_config
 
+    if prompt_frames is not None and prompt_frames <= 0:
+        raise PackError(f"prompt_frames must be positive, got {prompt_frames}")
     try:
         step_dir = resolve_checkpoint(checkpoint)
         run_config = load_checkpoint_config(step_dir)
@@ -445,6 +447,9 @@ def pack(
     if prompt_frames is None:
         prompt_frames = round(DEFAULT_PROMPT_SECONDS * codec.frame_rate)
         logger.info("TTS prompts will be %d frames (%.1f s)", prompt_frames, DEFAULT_PROMPT_SECONDS)
+    default_prompt = None
+    if default_prompt_wav is not None:
+        default_prompt = _prompt_rows(Path(default_prompt_wav), semantic, codec, prompt_frames)
     settings = _default_decoding(codec.frame_rate)
     for task, overrides in (decoding or {}).items():
         settings[task] = merge_settings(settings.get(task, {}), overrides)
@@ -456,30 +461,46 @@ def pack(
         prompt_frames=int(prompt_frames),
         prompt_source=prompt_source,
         decoding=settings,
-        default_prompt=DEFAULT_PROMPT if default_prompt_wav is not None else None,
+        default_prompt=DEFAULT_PROMPT if default_prompt is not None else None,
         source_checkpoint=str(step_dir.resolve()),
     )
 
-    output_dir = Path(output_dir)
+    def write(directory: Path) -> None:
+        config.save(directory / CONFIG)
+        save_weights(model.state_dict(), directory / WEIGHTS)
+        token_list.save(directory / TOKEN_LIST)
+        text_tokenizer.save(directory / TEXT_TOKENIZER)
+        semantic.save(directory / SEMANTIC)
+        codec.save(directory / CODEC)
+        if default_prompt is not None:
+            save_numpy_file({"prompt": default_prompt}, str(directory / DEFAULT_PROMPT))
+
+    return _write_directory_atomically(Path(output_dir), write)
+
+
+def _prompt_rows(wav_path: Path, semantic, codec, prompt_frames: int) -> np.ndarray:
+    """int32 raw token rows [prompt_frames, S] of a speaker prompt audio file."""
+    from opuslm.audio import AudioError, load_audio
+
+    try:
+        wav = load_audio(str(wav_path), "default prompt", codec.sample_rate)
+    except AudioError as e:
+        raise PackError(f"{wav_path}: {e}") from None
+    rows = crop_prompt(tokenize_waveform(semantic, codec, wav), prompt_frames, rng=None)
+    return rows.astype(np.int32)
+
+
+def _write_directory_atomically(output_dir: Path, write: Callable[[Path], None]) -> Path:
+    """Run `write` on a temporary sibling directory, then rename it onto `output_dir`."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(
         tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp")
     )
     try:
-        config.save(tmp / CONFIG)
-        save_weights(model.state_dict(), tmp / WEIGHTS)
-        token_list.save(tmp / TOKEN_LIST)
-        text_tokenizer.save(tmp / TEXT_TOKENIZER)
-        semantic.save(tmp / SEMANTIC)
-        codec.save(tmp / CODEC)
-        if default_prompt_wav is not None:
-            try:
-                wav = load_audio(str(default_prompt_wav), "default prompt", codec.sample_rate)
-            except AudioError as e:
-                raise PackError(str(e)) from None
-            rows = crop_prompt(tokenize_waveform(semantic, codec, wav), prompt_frames, rng=None)
-            save_numpy_file({"prompt": rows.astype(np.int32)}, str(tmp / DEFAULT_PROMPT))
+        write(tmp)
         if output_dir.exists():
+            # A directory cannot be renamed over a non-empty one: only this removal of the
+            # previous output is not atomic.
             shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)
     except BaseException:

@@ -8,12 +8,15 @@ seconds; `tiny_packed_model` builds it once per test session.
     from tiny_model import tiny_packed_model
     @pytest.fixture(scope="session")
     def tiny(tmp_path_factory): return tiny_packed_model(tmp_path_factory)
+
+`build_tiny_model(root, ModelSpec(...))` builds other sizes (benchmarks/bench_decode.py uses the
+mini recipe's).
 """
 
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,7 @@ import yaml
 from opuslm.bin import make_token_list, pack
 from opuslm.model.lm import MultiStreamLM
 from opuslm.tokenizers.acoustic import train_codec
-from opuslm.tokenizers.semantic import SpectralFeatures, train_semantic_tokenizer
+from opuslm.tokenizers.semantic import SpectralConfig, SpectralFeatures, train_semantic_tokenizer
 from opuslm.tokenizers.text import train_sentencepiece
 from opuslm.train.checkpoint import save_checkpoint
 from opuslm.vocab import TokenList
@@ -62,6 +65,19 @@ DECODING = {
 
 
 @dataclass
+class ModelSpec:
+    """What to build: utterances (uttid -> (flite voice, text)), tokenizer and body sizes."""
+
+    utterances: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(UTTERANCES))
+    codec: dict = field(default_factory=lambda: dict(CODEC_CONFIG))
+    semantic_hop: int = 320
+    num_semantic: int = NUM_SEMANTIC
+    body: dict = field(default_factory=lambda: dict(BODY))
+    prompt_frames: int = PROMPT_FRAMES
+    decoding: dict = field(default_factory=lambda: dict(DECODING))
+
+
+@dataclass
 class TinyModel:
     root: Path
     packed_dir: Path
@@ -79,18 +95,21 @@ def flite(voice: str, text: str, path: Path) -> Path:
     return path
 
 
-def build_tiny_model(root: Path, seed: int = 0) -> TinyModel:
+def build_tiny_model(root: Path, spec: ModelSpec | None = None, seed: int = 0) -> TinyModel:
     """Tokenizers, a random checkpoint and its packed directory under `root`."""
+    spec = spec or ModelSpec()
     root.mkdir(parents=True, exist_ok=True)
-    wavs = {u: flite(v, t, root / f"{u}.wav") for u, (v, t) in UTTERANCES.items()}
+    wavs = {u: flite(v, t, root / f"{u}.wav") for u, (v, t) in spec.utterances.items()}
     audio = [sf.read(p, dtype="float32")[0] for p in wavs.values()]
     (root / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p in wavs.items()))
-    (root / "text").write_text("".join(f"{u} {t}\n" for u, (_, t) in UTTERANCES.items()))
+    (root / "text").write_text("".join(f"{u} {t}\n" for u, (_, t) in spec.utterances.items()))
 
     text_dir, semantic_dir, codec_dir = root / "text_tok", root / "semantic", root / "codec"
-    train_sentencepiece([t for _, t in UTTERANCES.values()], 64, "char", out_dir=text_dir)
-    train_semantic_tokenizer(audio, SpectralFeatures(), NUM_SEMANTIC, seed=seed).save(semantic_dir)
-    train_codec(audio, CODEC_CONFIG).save(codec_dir)
+    train_sentencepiece([t for _, t in spec.utterances.values()], 64, "char", out_dir=text_dir)
+    features = SpectralFeatures(SpectralConfig(hop_length=spec.semantic_hop))
+    semantic = train_semantic_tokenizer(audio, features, spec.num_semantic, seed=seed)
+    semantic.save(semantic_dir)
+    train_codec(audio, spec.codec).save(codec_dir)
     token_list_path = root / "token_list.json"
     make_token_list.main(
         [
@@ -103,9 +122,9 @@ def build_tiny_model(root: Path, seed: int = 0) -> TinyModel:
     token_list = TokenList.load(token_list_path)
 
     torch.manual_seed(seed)
-    body = transformers.LlamaConfig(vocab_size=token_list.size("text"), **BODY)
+    body = transformers.LlamaConfig(vocab_size=token_list.size("text"), **spec.body)
     model = MultiStreamLM.from_base(body, token_list)
-    training = {"data": {"prompt_source": "speaker", "prompt_frames": PROMPT_FRAMES}}
+    training = {"data": {"prompt_source": "speaker", "prompt_frames": spec.prompt_frames}}
     checkpoint_dir = save_checkpoint(
         root / "exp" / "checkpoints",
         step=5,
@@ -115,7 +134,7 @@ def build_tiny_model(root: Path, seed: int = 0) -> TinyModel:
         token_list=token_list,
     )
     decode_config = root / "decode.yaml"
-    decode_config.write_text(yaml.safe_dump(DECODING))
+    decode_config.write_text(yaml.safe_dump(spec.decoding))
     packed_dir = root / "packed"
     status = pack.main(
         [
@@ -124,7 +143,7 @@ def build_tiny_model(root: Path, seed: int = 0) -> TinyModel:
             "--semantic_dir", str(semantic_dir),
             "--codec_dir", str(codec_dir),
             "--output_dir", str(packed_dir),
-            "--default_prompt_wav", str(wavs["utt_a"]),
+            "--default_prompt_wav", str(next(iter(wavs.values()))),
             "--decode_config", str(decode_config),
         ]
     )  # fmt: skip
