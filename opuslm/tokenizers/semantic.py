@@ -116,6 +116,8 @@ class SpectralFeatures:
 
     def base_features(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """MFCC / log-mel before deltas and normalisation: float32 [T_i, n_mfcc or n_mels]."""
+        if not wavs:
+            return []
         c = self.config
         lengths = [len(w) for w in wavs]
         batch = torch.zeros(len(wavs), max(lengths))
