@@ -69,6 +69,19 @@ def test_hf_backend_loads_plain_hf_dir_and_round_trips(hf_dir, tmp_path):
     assert again.encode(text) == ids and again.tokens() == tokens
 
 
+def test_hf_ids_with_gaps_keep_their_ids(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({"<unk>": 0, "a": 1, "b": 4}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>").save_pretrained(tmp_path)
+    tok = load_text_tokenizer(tmp_path)
+    assert tok.vocab_size == 5
+    assert tok.tokens() == ["<unk>", "a", "<unused_text_2>", "<unused_text_3>", "b"]
+    assert tok.encode("a b") == [1, 4]
+
+
 def test_sentencepiece_bpe_round_trip_and_save_load(sp_tokenizer, tmp_path):
     text = "the early fox is not lazy"
     ids = sp_tokenizer.encode(text)

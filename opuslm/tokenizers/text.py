@@ -86,7 +86,8 @@ class HFTextTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return len(self.tokenizer)  # includes added tokens, unlike tokenizer.vocab_size
+        # Largest id + 1: len(tokenizer) counts tokens, which is less when the ids have gaps.
+        return max(self.tokenizer.get_vocab().values()) + 1
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -96,7 +97,10 @@ class HFTextTokenizer:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
     def tokens(self) -> list[str]:
-        return self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+        tokens = self.tokenizer.convert_ids_to_tokens(list(range(self.vocab_size)))
+        # Some tokenizers leave id gaps below their added tokens; name them as the joint
+        # vocabulary names unused text rows, so every entry stays a unique string.
+        return [f"<unused_text_{i}>" if t is None else t for i, t in enumerate(tokens)]
 
     def save(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
