@@ -88,6 +88,15 @@ def test_tts_nbest_writes_wavs_and_scp_files(tiny: TinyModel, tmp_path: Path):
     assert settings["semantic"]["greedy"] is False and "text" not in settings
 
 
+def test_audiolm_writes_continuations(tiny: TinyModel, tmp_path: Path):
+    argv = ["--model_dir", str(tiny.packed_dir), "--task", "audiolm"]
+    argv += ["--wav_scp", str(tiny.wav_scp), "--output_dir", str(tmp_path)]
+    assert infer.main(argv) == 0
+    wavs = table(tmp_path / "wav.scp")
+    assert sorted(wavs) == UTTIDS
+    assert all(0 < sf.info(path).frames <= 6 * 320 for path in wavs.values())
+
+
 def test_textlm_and_decode_config_overrides(tiny: TinyModel, tmp_path: Path):
     decode_config = tmp_path / "decode.yaml"
     decode_config.write_text(yaml.safe_dump({"max_frames": 3, "text": {"greedy": False}}))
