@@ -233,11 +233,16 @@ def test_from_base_loads_local_directory(tmp_path):
     assert model.body.get_input_embeddings().weight.dtype == torch.float32
 
 
-def test_config_dict_round_trip_restores_the_model():
-    model = tiny_model("olmo2")
+@pytest.mark.parametrize("kind, tied", [("olmo2", False), ("llama", True)])
+def test_config_dict_round_trip_restores_the_model(kind, tied):
+    model = tiny_model(kind, tie_word_embeddings=tied)
     config = json.loads(json.dumps(model.config_dict()))
     assert yaml.safe_load(yaml.safe_dump(config)) == config
     rebuilt = MultiStreamLM.from_config_dict(config, model.token_list).eval()
+    tied_after = (
+        rebuilt.body.get_output_embeddings().weight is rebuilt.body.get_input_embeddings().weight
+    )
+    assert tied_after == tied
     rebuilt.load_state_dict(model.state_dict())
     frames, loss_mask, lengths = example_batch(model.token_list)
     with torch.no_grad():
