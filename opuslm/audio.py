@@ -58,7 +58,9 @@ def read_segments(path: str | os.PathLike) -> dict[str, Segment]:
     return segments
 
 
-def _decode(source: io.BytesIO | str, uttid: str, where: str, segment: Segment | None):
+def _decode(
+    source: io.BytesIO | str, uttid: str, where: str, segment: Segment | None
+) -> tuple[np.ndarray, int]:
     """soundfile read (optionally of a segment) -> (float32 [N, C], sample rate)."""
     try:
         with sf.SoundFile(source) as f:
