@@ -257,3 +257,21 @@ def test_job_option_writes_one_shard_without_merging(data_dir, tokenizer_dirs, t
     assert "job 2 of 2: utterances 2" in caplog.text
     assert tokenize_text.main([*argv, "--output_dir", str(out), "--nj", "2", "--job", "2"]) == 0
     assert "shard 2 of 2 is already done" in caplog.text
+
+
+def test_tokenizers_on_different_frame_grids_are_refused(
+    data_dir, tokenizer_dirs, tmp_path, monkeypatch, caplog
+):
+    class HalfRateCodec:
+        sample_rate, hop_length, num_codebooks, codebook_size = 16000, 640, 2, 8
+
+    monkeypatch.setattr(tokenize_audio, "load_codec", lambda directory: HalfRateCodec())
+    assert tokenize_audio.main(audio_argv(data_dir, tokenizer_dirs, tmp_path / "dump")) == 1
+    assert "(16000 Hz, hop 320) and the codec (16000 Hz, hop 640)" in caplog.text
+
+
+def test_train_semantic_says_what_an_ssl_feature_needs(data_dir, tmp_path, caplog):
+    argv = ["--data_dir", str(data_dir), "--output_dir", str(tmp_path), "--num_clusters", "4"]
+    assert train_semantic.main([*argv, "--feature", "hf", "--layer", "6"]) == 1
+    assert "--feature hf needs --hf_dir" in caplog.text
+    assert not (tmp_path / "semantic.yaml").exists()
