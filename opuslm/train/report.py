@@ -35,7 +35,14 @@ class JsonlLog:
         if not self.path.exists():
             return
         keep = [r for r in read_log(self.path) if r.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in keep)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
