@@ -10,6 +10,7 @@ Anything wrong with one utterance raises `AudioError` naming the uttid and where
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -80,14 +81,20 @@ def _decode(
 
 
 def _run_pipe(command: str, uttid: str) -> io.BytesIO:
-    result = subprocess.run(command, shell=True, capture_output=True, check=False)
-    if result.returncode != 0:
-        stderr = result.stderr.decode(errors="replace").strip()[-500:]
+    try:
+        return io.BytesIO(_pipe_stdout(command))
+    except subprocess.CalledProcessError as e:
+        stderr = e.stderr.decode(errors="replace").strip()[-500:]
         raise AudioError(
-            f"utterance {uttid}: pipe {command!r} failed with exit code {result.returncode}: "
-            f"{stderr}"
-        )
-    return io.BytesIO(result.stdout)
+            f"utterance {uttid}: pipe {command!r} failed with exit code {e.returncode}: {stderr}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=1)
+def _pipe_stdout(command: str) -> bytes:
+    """The output of a shell pipe. The last one is kept: consecutive segments usually cut the
+    same recording, whose pipe (e.g. sph2pipe) would otherwise run once per segment."""
+    return subprocess.run(command, shell=True, capture_output=True, check=True).stdout
 
 
 def read_native(

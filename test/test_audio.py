@@ -79,7 +79,18 @@ def test_segments_cut_the_recording(tmp_path):
     np.testing.assert_array_equal(out["s2"], wav[3 * SR // 2 :])
 
 
-def test_segment_errors_name_the_line(tmp_path):
+def test_segments_of_a_piped_recording_run_the_pipe_once(tmp_path):
+    wav = np.linspace(-0.5, 0.5, SR, dtype=np.float32)
+    sf.write(tmp_path / "rec.wav", wav, SR, subtype="FLOAT")
+    pipe = f"sh -c 'echo run >> {tmp_path}/runs; cat {tmp_path}/rec.wav' |"
+    write_scp(tmp_path / "wav.scp", {"rec1": pipe})
+    (tmp_path / "segments").write_text("a rec1 0.0 0.25\nb rec1 0.25 0.5\nc rec1 0.5 -1\n")
+    out = dict(AudioReader(tmp_path, allow_pipes=True))
+    np.testing.assert_array_equal(np.concatenate([out["a"], out["b"], out["c"]]), wav)
+    assert (tmp_path / "runs").read_text() == "run\n"
+
+
+def test_segment_errors_name_file_and_uttid(tmp_path):
     (tmp_path / "segments").write_text("s1 rec1 1.0 0.5\n")
     with pytest.raises(AudioError, match=r"segments: segment s1: end 0.5 <= start 1.0"):
         read_segments(tmp_path / "segments")
