@@ -293,7 +293,7 @@ class MultiStreamLM(nn.Module):
         Returns ce [N, S-1] (0 off-target), correct [N, S-1] (bool) and the mask.
         """
         if self.num_streams == 1:  # a text-only token list: no codebooks
-            return hidden.new_zeros(mask.shape), mask.clone(), mask
+            return hidden.new_zeros(mask.shape), torch.zeros_like(mask), mask
         offsets = self.acoustic_start + self.codebook_size * torch.arange(
             self.num_streams - 1, device=targets.device
         )
