@@ -1,8 +1,8 @@
 """KV-cached, modality-constrained decoding of a MultiStreamLM.
 
-Decoding runs over delayed rows: one body forward per row, so a target of N frames costs
-N + S - 1 forwards after the prompt. At generated row k (row P + k of an example whose prompt has P
-frames) stream 0 holds frame k and stream s >= 1 holds frame k - s:
+Decoding runs over delayed rows: one body forward per row, so a target of N frames (then eos)
+costs one prompt forward and N + S - 2 row forwards. At generated row k (row P + k of an example
+whose prompt has P frames) stream 0 holds frame k and stream s >= 1 holds frame k - s:
 
 - stream 0 samples only its target modality (text, or semantic for speech) and eos; eos is banned
   before `min_frames` and forced at `max_frames`; after eos it is pad.
