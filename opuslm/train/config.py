@@ -289,7 +289,3 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             apply_override(data, key, value)
         config = build(Config, data, f"{where} + command line overrides")
     return config
-
-
-def save_config(config: Config, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
