@@ -41,7 +41,7 @@ from opuslm.packing import (
     generation_config,
     load_packed,
     merge_settings,
-    tokenize_waveform,
+    tokenize_waveforms,
 )
 from opuslm.tasks import Example, crop_prompt, generation_prompt
 
@@ -110,8 +110,18 @@ class OpusLM:
 
     def encode_raw(self, wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
         """Waveform -> raw token rows int64 [T, S]: semantic unit, then the codec codes."""
-        wav = self._waveform(wav, sample_rate, what)
-        return tokenize_waveform(self.semantic, self.codec, wav)
+        return self.encode_raw_batch([(wav, sample_rate)], [what])[0]
+
+    def encode_raw_batch(
+        self, audios: Sequence[Audio], names: Sequence[str] | None = None
+    ) -> list[np.ndarray]:
+        """Several waveforms -> raw token rows [T_i, S], tokenized together (faster).
+
+        names: how errors refer to each input (default "audio <i>").
+        """
+        names = names or [f"audio {i}" for i in range(len(audios))]
+        wavs = [self._waveform(w, sr, name) for (w, sr), name in zip(audios, names)]
+        return tokenize_waveforms(self.semantic, self.codec, wavs)
 
     def encode_audio(self, wav: np.ndarray, sample_rate: int) -> torch.Tensor:
         """Waveform [N] -> LongTensor [T, S] joint ids (stream 0 semantic, streams 1.. codec)."""
@@ -162,10 +172,15 @@ class OpusLM:
             )
         return self.packed.default_prompt
 
-    def asr_prompt(self, wav: np.ndarray, sample_rate: int, what: str = "audio") -> torch.Tensor:
-        """Decoding prompt [T, S] for transcribing one waveform."""
-        example = Example(uttid=what, speech=self.encode_raw(wav, sample_rate, what))
-        return torch.from_numpy(generation_prompt("asr", example, self.token_list))
+    def asr_prompts(
+        self, audios: Sequence[Audio], names: Sequence[str] | None = None
+    ) -> list[torch.Tensor]:
+        """Decoding prompts [T_i, S] for transcribing waveforms."""
+        names = names or [f"audio {i}" for i in range(len(audios))]
+        return [
+            torch.from_numpy(generation_prompt("asr", Example(name, speech=rows), self.token_list))
+            for rows, name in zip(self.encode_raw_batch(audios, names), names)
+        ]
 
     def tts_prompt(
         self,
@@ -188,13 +203,15 @@ class OpusLM:
             frames = np.concatenate([frames, self.token_list.encode_frames(speaker)])
         return torch.from_numpy(frames)
 
-    def continuation_prompt(
-        self, wav: np.ndarray, sample_rate: int, what: str = "audio"
-    ) -> torch.Tensor:
-        """Decoding prompt [T, S] that continues the given audio (audiolm)."""
-        start = generation_prompt("audiolm", Example(uttid=what), self.token_list)
-        speech = self.token_list.encode_frames(self.encode_raw(wav, sample_rate, what))
-        return torch.from_numpy(np.concatenate([start, speech]))
+    def continuation_prompts(
+        self, audios: Sequence[Audio], names: Sequence[str] | None = None
+    ) -> list[torch.Tensor]:
+        """Decoding prompts [T_i, S] that continue the given audio (audiolm)."""
+        start = generation_prompt("audiolm", Example(uttid="audiolm"), self.token_list)
+        return [
+            torch.from_numpy(np.concatenate([start, self.token_list.encode_frames(rows)]))
+            for rows in self.encode_raw_batch(audios, names)
+        ]
 
     def textlm_prompt(self, text: str, what: str = "text") -> torch.Tensor:
         """Decoding prompt [T, S]: the tokenizer's bos (if any) and the text, in stream 0."""
@@ -231,7 +248,7 @@ class OpusLM:
         self, audios: Sequence[Audio], decoding: dict | None = None, seed: int | None = None
     ) -> list[str]:
         """Speech recognition of several (waveform, sample rate) pairs in one batch."""
-        prompts = [self.asr_prompt(w, sr, f"audio {i}") for i, (w, sr) in enumerate(audios)]
+        prompts = self.asr_prompts(audios)
         return [self.decode_text(f) for f in self.generate("asr", prompts, decoding, seed)]
 
     def synthesize(
@@ -298,8 +315,8 @@ class OpusLM:
         seed: int | None = None,
     ) -> Audio:
         """Audio continuation (audiolm): the audio that follows `wav`, without `wav` itself."""
-        prompt = self.continuation_prompt(wav, sample_rate)
-        return self.decode_audio(self.generate("audiolm", [prompt], decoding, seed)[0])
+        prompts = self.continuation_prompts([(wav, sample_rate)])
+        return self.decode_audio(self.generate("audiolm", prompts, decoding, seed)[0])
 
     def generate_text(
         self, prompt: str, decoding: dict | None = None, seed: int | None = None

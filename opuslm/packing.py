@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,15 +283,27 @@ def build_model(
     return model.eval()
 
 
-def tokenize_waveform(semantic, codec, wav: np.ndarray) -> np.ndarray:
-    """Waveform float32 [N] at the codec's rate -> raw token rows int64 [T, S]: the semantic
-    unit, then the codec codes (the layout of the `speech.scp` dumps)."""
-    units = np.asarray(semantic.encode(wav), dtype=np.int64)
-    codes = np.asarray(codec.encode(wav), dtype=np.int64)
-    # Both give T = ceil(N / hop) on the same hop (checked by check_tokenizers); a backend that
-    # drops a frame at the end is cut to the common length.
-    length = min(len(units), len(codes))
-    return np.concatenate([units[:length, None], codes[:length]], axis=1)
+def tokenize_waveforms(semantic, codec, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Waveforms float32 [N_i] at the codec's rate -> raw token rows int64 [T_i, S]: the semantic
+    unit, then the codec codes (the layout of the `speech.scp` dumps).
+
+    Tokenizers with an `encode_batch` analyse all waveforms in one go (several times cheaper
+    than one call per waveform for the spectral backends).
+    """
+    rows = []
+    for units, codes in zip(_encode_all(semantic, wavs), _encode_all(codec, wavs)):
+        units, codes = np.asarray(units, dtype=np.int64), np.asarray(codes, dtype=np.int64)
+        # Both give T = ceil(N / hop) on the same hop (checked by check_tokenizers); a backend
+        # that drops a frame at the end is cut to the common length.
+        length = min(len(units), len(codes))
+        rows.append(np.concatenate([units[:length, None], codes[:length]], axis=1))
+    return rows
+
+
+def _encode_all(tokenizer, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    if hasattr(tokenizer, "encode_batch"):
+        return list(tokenizer.encode_batch(list(wavs)))
+    return [tokenizer.encode(wav) for wav in wavs]
 
 
 # ------------------------------------------------------------------------------ loading
@@ -486,7 +498,8 @@ def _prompt_rows(wav_path: Path, semantic, codec, prompt_frames: int) -> np.ndar
         wav = load_audio(str(wav_path), "default prompt", codec.sample_rate)
     except AudioError as e:
         raise PackError(f"{wav_path}: {e}") from None
-    rows = crop_prompt(tokenize_waveform(semantic, codec, wav), prompt_frames, rng=None)
+    (rows,) = tokenize_waveforms(semantic, codec, [wav])
+    rows = crop_prompt(rows, prompt_frames, rng=None)
     return rows.astype(np.int32)
 
 

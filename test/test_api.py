@@ -178,6 +178,10 @@ def test_audio_round_trip_shapes_and_ranges(model: OpusLM, speech):
         assert low <= frames[:, s].min() and frames[:, s].max() < high
     out, sample_rate = model.decode_audio(frames)
     assert sample_rate == 16000 and out.dtype == np.float32 and out.shape == (len(frames) * HOP,)
+    # Tokenizing several waveforms together gives each one's own rows.
+    together = model.encode_raw_batch([(w, 16000) for w in speech])
+    for rows, w in zip(together, speech):
+        np.testing.assert_array_equal(rows, model.encode_raw(w, 16000))
 
 
 def test_other_sample_rates_are_resampled_with_a_log_line(model: OpusLM, speech, caplog):

@@ -152,7 +152,7 @@ class Decoder:
         if self.own_prefix is None:
             self.own_prefix = self.model.packed.config.prompt_source == "self"
         self.audio = None
-        self.prompts = None
+        self.speakers = None
         if args.task in ("asr", "audiolm"):
             self.audio = AudioReader(
                 args.wav_scp, sample_rate=self.model.sample_rate, allow_pipes=args.allow_pipes
@@ -161,26 +161,30 @@ class Decoder:
         else:
             self.inputs = read_kaldi_text(args.text)
         if args.prompt_scp is not None:
-            self.prompts = AudioReader(
+            self.speakers = AudioReader(
                 args.prompt_scp, sample_rate=self.model.sample_rate, allow_pipes=args.allow_pipes
             )
-            missing = sorted(set(self.inputs) - set(self.prompts.uttids()))
+            missing = sorted(set(self.inputs) - set(self.speakers.uttids()))
             if missing:
                 raise InferError(
                     f"{args.prompt_scp}: no speaker prompt for utterance {missing[0]} "
                     f"({len(missing)} utterances without one)"
                 )
 
-    def prompt(self, uttid: str) -> torch.Tensor:
+    def prompts(self, uttids: list[str]) -> list[torch.Tensor]:
+        """Decoding prompts [T_i, S] of a batch of utterances."""
         task, model, rate = self.args.task, self.model, self.model.sample_rate
-        if task == "asr":
-            return model.asr_prompt(self.audio.read(uttid), rate, uttid)
-        if task == "audiolm":
-            return model.continuation_prompt(self.audio.read(uttid), rate, uttid)
+        if task in ("asr", "audiolm"):
+            audios = [(self.audio.read(u), rate) for u in uttids]
+            build = model.asr_prompts if task == "asr" else model.continuation_prompts
+            return build(audios, uttids)
         if task == "textlm":
-            return model.textlm_prompt(self.inputs[uttid], uttid)
-        speaker = None if self.prompts is None else (self.prompts.read(uttid), rate)
-        return model.tts_prompt(self.inputs[uttid], speaker, self.own_prefix, uttid)
+            return [model.textlm_prompt(self.inputs[u], u) for u in uttids]
+        prompts = []
+        for uttid in uttids:
+            speaker = None if self.speakers is None else (self.speakers.read(uttid), rate)
+            prompts.append(model.tts_prompt(self.inputs[uttid], speaker, self.own_prefix, uttid))
+        return prompts
 
     def output_lines(self, uttid: str, samples: list[torch.Tensor]) -> dict[str, str]:
         """Table name -> line for every sample of one utterance (audio written here)."""
@@ -211,7 +215,7 @@ class Decoder:
         bar = tqdm(total=len(uttids), desc=f"{args.task} decoding", unit="utt")
         with open(record_path, "a", encoding="utf-8") as records:
             for index, batch in enumerate(batches):
-                prompts = [self.prompt(u) for u in batch]
+                prompts = self.prompts(batch)
                 seed = None if args.seed is None else args.seed + index
                 outputs = self.model.generate(args.task, prompts * args.nbest, self.config, seed)
                 for i, uttid in enumerate(batch):
