@@ -236,3 +236,21 @@ def test_text_only_model_decodes_one_stream():
     for prompt, output in zip(prompts, outputs):
         assert output.shape[1] == 1 and len(output) <= 5
         assert torch.equal(output, reference_greedy(model, prompt, "text", max_frames=5))
+
+
+def test_one_forward_per_delayed_row():
+    model = tiny_model()
+    calls = []
+    plain_step = model.forward_step
+
+    def counted_step(rows, *args):
+        calls.append(rows.shape[1])
+        return plain_step(rows, *args)
+
+    model.forward_step = counted_step
+    prompt = prompts_for(model.token_list)[1]
+    config = GenerationConfig(target="speech", min_frames=7, max_frames=7)
+    assert len(generate(model, [prompt], config)[0]) == 7
+    streams = model.token_list.num_streams
+    # The prompt in one forward, then rows 0 .. N + S - 3 one by one (row N + S - 2 is the last).
+    assert calls == [len(prompt)] + [1] * (7 + streams - 2)
