@@ -7,6 +7,7 @@ replaced by a tiny one that writes sox-generated 8 kHz audio, so stage 2 must re
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import soundfile
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "egs2" / "TEMPLATE" / "speechlm1"
 SETUP = TEMPLATE / "setup.sh"
+CONF_ARGS = TEMPLATE / "scripts" / "conf_args.py"
 
 # train: three 1 s utterances and one of 0.2 s (dropped by --min_wav_duration 0.5);
 # valid: the same lengths, kept (only the training set is filtered); test: two of 1 s.
@@ -163,3 +165,24 @@ def test_a_bad_stage_range_is_an_error(recipe: Path):
     result = run(recipe, "./run.sh", "--stage", "5", "--stop_stage", "3")
     assert result.returncode == 1
     assert "need 1 <= --stage (5) <= --stop_stage (3) <= 11" in result.stderr
+
+
+def test_conf_args_turns_a_config_section_into_options(tmp_path: Path):
+    config = tmp_path / "tokenizer.yaml"
+    config.write_text(
+        "codec:\n  hop_length: 640\n  names: [a b, c]\n  flag: true\n  off: false\n"
+        "  unset: null\ntext: {pretrained: /models/my lm}\nbad: {nested: {a: 1}}\n"
+    )
+
+    def conf_args(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(CONF_ARGS), *args], capture_output=True)
+
+    options = conf_args(str(config), "codec").stdout.split(b"\0")
+    assert options == [b"--hop_length", b"640", b"--names", b"a b", b"c", b"--flag", b""]
+    assert conf_args(str(config), "semantic").stdout == b""
+    assert conf_args("--value", str(config), "text.pretrained").stdout == b"/models/my lm\n"
+    assert conf_args("--value", str(config), "semantic.pretrained").stdout == b"\n"
+    nested = conf_args(str(config), "bad")
+    assert (
+        nested.returncode == 1 and b"bad.nested: nested mappings are not options" in nested.stderr
+    )

@@ -182,17 +182,21 @@ train_lm() {
     launcher=("${python}" -m torch.distributed.run --standalone --nproc_per_node "${ngpu}"
       -m opuslm.bin.train)
   fi
+  # A finished run whose inputs changed would "resume" at its last step and train nothing.
+  [ ! -f "${output_dir}/.done" ] || die "${output_dir} holds a run finished from other inputs" \
+    "(config, token list or initial model changed): remove it or choose another --tag"
   mkdir -p "${output_dir}"
   log "training ${output_dir} (log: ${output_dir}/train.log)"
   local gpus=()
   [ "${ngpu}" -gt 0 ] && gpus=(--gpus-per-task "${ngpu}")
-  # --resume continues an interrupted run from its latest checkpoint (a fresh run starts anew).
+  # --resume continues an interrupted run from its latest checkpoint (a new one starts at step 0).
   ${cuda_cmd} ${gpus[@]+"${gpus[@]}"} "${output_dir}/train.log" \
     "${launcher[@]}" --config "${config}" --output_dir "${output_dir}" --resume "$@"
 }
 
 # ------------------------------------------------------------------------------------- stages
 stage_1() {
+  local set
   [ -x local/data.sh ] || die "local/data.sh is missing or not executable"
   # shellcheck disable=SC2086  # the options are meant to be word-split
   local/data.sh ${local_data_opts}

@@ -15,16 +15,24 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# Sentences per set; text_train takes every sentence the other sets leave (about 10,000 for demo).
+# Sentences per set (text_train takes every sentence the other sets leave: about 9,600 for demo)
+# and parallel jobs per step (smoke's sets are so small that starting a second job costs more
+# than it saves; flite synthesis in local/data.sh stays parallel).
 case "${preset}" in
-  demo) corpus="--num_train 6000 --num_valid 200 --num_test 200 --num_text_test 500" ;;
-  smoke) corpus="--num_train 120 --num_valid 8 --num_test 8 --num_text_test 20 --num_text_train 400" ;;
+  demo)
+    corpus="--num_train 6000 --num_valid 200 --num_test 200 --num_text_test 500"
+    nj=$(nproc)
+    ;;
+  smoke)
+    corpus="--num_train 120 --num_valid 8 --num_test 8 --num_text_test 20 --num_text_train 400"
+    nj=1
+    ;;
   *) echo "run.sh: unknown --preset '${preset}' (demo or smoke)" >&2; exit 1 ;;
 esac
 conf="conf/${preset}"
 
 ./speechlm.sh \
-  --local_data_opts "${corpus}" \
+  --local_data_opts "${corpus}" --nj "${nj}" \
   --train_set train --valid_set valid --test_sets test \
   --text_train_set text_train --text_test_sets text_test \
   --fs 16000 --min_wav_duration 0.3 --max_wav_duration 15 \
