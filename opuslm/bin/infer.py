@@ -246,8 +246,19 @@ def write_decode_config(args: argparse.Namespace, decoder: Decoder) -> None:
 
 
 # ------------------------------------------------------------------------------ main
+EPILOG = """outputs:
+  asr, textlm   OUT/text (uttid words); with --nbest N also OUT/nbest/text.<k>, k = 0..N-1
+  tts, audiolm  OUT/wav.scp -> OUT/wav/<uttid>.wav (16-bit); with --nbest N samples k >= 1 in
+                OUT/wav.scp.<k> (keys <uttid>_sample<k>) and all samples in OUT/wav_nbest.scp
+  always        OUT/decode_config.yaml: the decoding settings used
+Utterances already in OUT are skipped (resume after a crash); delete OUT to decode again.
+"""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model_dir", required=True, type=Path, help="packed model directory")
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--wav_scp", type=Path, help="input audio (asr, audiolm)")
@@ -267,7 +278,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--decode_config", type=Path, help="YAML decoding settings")
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--nbest", type=int, default=1, help="samples per utterance")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="sampling seed; batch b of a job uses seed + b, so samples depend on --batch_size",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--nj", type=int, default=1, help="parallel jobs")
     parser.add_argument("--job", type=int, help=argparse.SUPPRESS)  # set by the parent process
