@@ -178,7 +178,9 @@ class MultiStreamLM(nn.Module):
         # Embedding subclasses (e.g. scaled embeddings) keep their own forward.
         return module(delayed).sum(dim=2)
 
-    def head_logits(self, hidden: torch.Tensor, start: int = 0, end: int | None = None):
+    def head_logits(
+        self, hidden: torch.Tensor, start: int = 0, end: int | None = None
+    ) -> torch.Tensor:
         """Hidden states [..., H] -> logits of the ids [start, end) only [..., end - start].
 
         A slice of the output matrix (no copy): nothing outside the range is computed.
