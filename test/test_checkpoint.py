@@ -96,3 +96,14 @@ def test_average_checkpoints_is_exact(tmp_path):
     assert torch.equal(averaged["norm.bias"], torch.stack([expected, -expected]))
     assert torch.equal(averaged["counter"], torch.tensor([4]))  # non-float: the last checkpoint's
     assert (out / ckpt.TOKEN_LIST).exists() and (out / ckpt.CONFIG).exists()
+
+
+def test_saving_a_step_again_replaces_it_and_a_lost_target_falls_back(tmp_path):
+    save(tmp_path, 1, value=1.0)
+    save(tmp_path, 2, value=2.0)
+    save(tmp_path, 2, value=3.0)
+    assert ckpt.load_weights(tmp_path / "step_2" / ckpt.WEIGHTS)["norm.bias"][0] == 3.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_1", "step_2"]
+    # A crash between moving the old step_2 aside and renaming the new one in.
+    (tmp_path / "step_2").rename(tmp_path / ".step_2.x.tmp.old")
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "step_1"

@@ -251,6 +251,9 @@ def test_sigterm_saves_and_stops_cleanly(tmp_path):
     }
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
+    with pytest.raises(ValueError, match="already holds checkpoints: pass --resume"):
+        Trainer(load_config(make_experiment(tmp_path)), tmp_path / "exp", SINGLE)
+
     # Resuming with a longer schedule: position from the checkpoint, shape from the config.
     extended = load_config(make_experiment(tmp_path), ["--resume", "schedule.max_steps=20"])
     resumed = Trainer(extended, tmp_path / "exp", SINGLE)

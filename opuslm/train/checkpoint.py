@@ -16,6 +16,7 @@ so a crash at any point leaves the previous checkpoint and `latest` intact.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -37,6 +38,8 @@ CONFIG = "config.yaml"
 TOKEN_LIST = "token_list.json"
 LATEST = "latest"
 STEP_PREFIX = "step_"
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -127,15 +130,27 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def is_complete(directory: Path) -> bool:
+    return all((directory / name).exists() for name in (WEIGHTS, TRAIN_STATE, CONFIG, TOKEN_LIST))
+
+
 def latest_checkpoint(root: str | os.PathLike) -> Path | None:
-    """The directory `latest` points at, or None when no checkpoint was completed."""
+    """The directory `latest` points at, or None when no checkpoint was completed.
+
+    If the pointer's target is gone (a crash while a checkpoint of the same step was being
+    replaced), the newest complete step directory is used instead.
+    """
     pointer = Path(root) / LATEST
     if not pointer.exists():
         return None
     target = Path(root) / pointer.read_text(encoding="utf-8").strip()
-    if not (target / WEIGHTS).exists():
+    if is_complete(target):
+        return target
+    complete = [p for p in list_checkpoints(root) if is_complete(p)]
+    if not complete:
         raise CheckpointError(f"{pointer} points at {target}, which is not a complete checkpoint")
-    return target
+    logger.warning("%s points at %s, which is incomplete: using %s", pointer, target, complete[-1])
+    return complete[-1]
 
 
 def save_checkpoint(
@@ -157,8 +172,8 @@ def save_checkpoint(
         torch.save(train_state, tmp / TRAIN_STATE)
         (tmp / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         token_list.save(tmp / TOKEN_LIST)
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # same step saved again: move the old one aside, then drop it
+            os.replace(final, tmp.with_name(tmp.name + ".old"))
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -167,7 +182,7 @@ def save_checkpoint(
     if keep_last_n is not None:
         for old in list_checkpoints(root)[:-keep_last_n]:
             shutil.rmtree(old)
-    for stale in root.glob(f".{STEP_PREFIX}*.tmp"):
+    for stale in root.glob(f".{STEP_PREFIX}*.tmp*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final
 

@@ -276,6 +276,11 @@ class Trainer:
         self.position = 0
         self.bad_steps_total = 0
         self.last_lr = config.optim.lr
+        if not config.resume and ckpt.list_checkpoints(self.checkpoint_root):
+            raise ValueError(
+                f"{self.checkpoint_root} already holds checkpoints: pass --resume to continue "
+                "that run, or choose another --output_dir"
+            )
         resume_from = ckpt.latest_checkpoint(self.checkpoint_root) if config.resume else None
         init_from = None
         if resume_from is None and config.init_from:
