@@ -241,7 +241,9 @@ class Dump:
             self._write(1, write_shard)
         elif pending:
             job_argv = python_module_argv(self.module, [*argv, "--job", "JOB"])
-            run_jobs(job_argv, self.nj, self.output_dir / "log" / "tokenize.JOB.log")
+            # Named by dump: the audio and text dumpers often share an output directory.
+            log_template = self.output_dir / "log" / f"tokenize_{self.name}.JOB.log"
+            run_jobs(job_argv, self.nj, log_template)
         totals = merge_shards(
             self.output_dir, self.name, self.nj, self.lengths_name, self.signature
         )

@@ -147,7 +147,7 @@ def test_parallel_jobs_through_runner_give_the_same_dump(
     argv = ["--text", str(data_dir / "text"), "--tokenizer_dir", str(tokenizer_dirs["text"])]
     assert tokenize_text.main([*argv, "--output_dir", "parallel", "--nj", "2"]) == 0
     assert (tmp_path / "runner_called").read_text() == "2\n"
-    assert "job 2 of 2: utterances 2" in (tmp_path / "parallel/log/tokenize.2.log").read_text()
+    assert "job 2 of 2: utterances 2" in (tmp_path / "parallel/log/tokenize_text.2.log").read_text()
     assert tokenize_text.main([*argv, "--output_dir", "serial"]) == 0
     parallel = kaldiio.load_scp("parallel/text.scp")
     serial = kaldiio.load_scp("serial/text.scp")
