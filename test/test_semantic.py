@@ -135,7 +135,7 @@ def test_frame_sampling_is_capped_and_seeded():
 
 @pytest.mark.parametrize("model_type", ["hubert", "wavlm"])
 def test_hf_ssl_backend_with_tiny_random_model(tmp_path, model_type):
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
 
     config = AutoConfig.for_model(
         model_type,
@@ -149,8 +149,11 @@ def test_hf_ssl_backend_with_tiny_random_model(tmp_path, model_type):
     )
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(tmp_path / "ssl")
+    normalize = model_type == "wavlm"  # as WavLM-large's preprocessor config asks
+    Wav2Vec2FeatureExtractor(do_normalize=normalize).save_pretrained(tmp_path / "ssl")
     features = HFSSLFeatures(tmp_path / "ssl", layer=2)
     assert (features.hop_length, features.sample_rate, features.dim) == (320, SR, 32)
+    assert features.normalize == normalize
     wavs = chirps(4)
     for n in (400, 3200, 3201):
         assert features.extract(wavs[0][:n]).shape == (-(-n // 320), 32)
@@ -158,6 +161,7 @@ def test_hf_ssl_backend_with_tiny_random_model(tmp_path, model_type):
     tokenizer.save(tmp_path / "sem")
     loaded = load_semantic_tokenizer(tmp_path / "sem")  # self-contained: the model is copied
     assert isinstance(loaded.features, HFSSLFeatures) and loaded.features.layer == 2
+    assert loaded.features.normalize == normalize
     np.testing.assert_array_equal(loaded.encode(wavs[1]), tokenizer.encode(wavs[1]))
     with pytest.raises(SemanticError, match="layer 3 is outside 0..2"):
         HFSSLFeatures(tmp_path / "ssl", layer=3)

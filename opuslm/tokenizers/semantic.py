@@ -167,13 +167,6 @@ class SpectralFeatures:
         return {"type": "spectral", **asdict(self.config)}
 
 
-def conv_output_length(length: int, kernels: Iterable[int], strides: Iterable[int]) -> int:
-    """Frames out of a stack of unpadded 1-D convolutions (the SSL models' waveform encoder)."""
-    for kernel, stride in zip(kernels, strides):
-        length = max(0, (length - kernel) // stride + 1)
-    return length
-
-
 class HFSSLFeatures:
     """Hidden layer `layer` (0 = the CNN encoder's projection) of a local HF SSL model.
 
@@ -208,11 +201,13 @@ class HFSSLFeatures:
             (k - 1) * math.prod(self.strides[:i]) for i, k in enumerate(self.kernels)
         )
         try:
-            extractor = AutoFeatureExtractor.from_pretrained(str(model_dir), local_files_only=True)
-            self.sample_rate = int(extractor.sampling_rate)
-            self.normalize = bool(getattr(extractor, "do_normalize", False))
+            self.extractor = AutoFeatureExtractor.from_pretrained(
+                str(model_dir), local_files_only=True
+            )
         except (OSError, ValueError):
-            self.sample_rate, self.normalize = 16000, False  # no preprocessor_config.json
+            self.extractor = None  # no preprocessor_config.json: 16 kHz, no normalisation
+        self.sample_rate = int(getattr(self.extractor, "sampling_rate", 16000))
+        self.normalize = bool(getattr(self.extractor, "do_normalize", False))
         self.dim = int(config.hidden_size)
 
     def extract(self, wav: np.ndarray) -> np.ndarray:
@@ -236,6 +231,8 @@ class HFSSLFeatures:
 
     def save(self, directory: Path) -> dict:
         self.model.save_pretrained(str(directory / HF_MODEL_SUBDIR))
+        if self.extractor is not None:  # keeps sampling_rate / do_normalize with the copy
+            self.extractor.save_pretrained(str(directory / HF_MODEL_SUBDIR))
         return {"type": "hf", "model_dir": HF_MODEL_SUBDIR, "layer": self.layer}
 
 
