@@ -4,7 +4,11 @@ A dump `<name>` in an output directory is written by N jobs; job J writes
 `<name>.J.ark`, `<name>.J.scp` and `<name>.J.lengths` under temporary names, renames them into
 place, and only then writes `<name>.J.done` (a JSON summary with a signature of the inputs).
 A shard without a matching `.done` is partial or stale and is redone; a finished one is skipped.
-`merge_shards` then writes `<name>.scp` (sorted by key) and the per-utterance length file.
+`merge_shards` then writes `<name>.scp` (sorted by key) and the per-utterance length file, and
+`<name>.done` marks the merged dump. `Dump.run` drives this: one shard in-process, or N jobs
+through the recipe's `utils/run.sh` (local processes without it), logs in
+`log/tokenize_<name>.JOB.log`. scp entries name the ark as `<output_dir>/<name>.J.ark` with the
+output directory as given, so a relative one stays relative (Kaldi / ESPnet convention).
 
 Arrays are stored in kaldiio's NPY ark records because Kaldi's binary format has no int32
 matrices; `kaldiio.load_scp` returns them with their dtype and shape unchanged.

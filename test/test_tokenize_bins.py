@@ -275,3 +275,16 @@ def test_train_semantic_says_what_an_ssl_feature_needs(data_dir, tmp_path, caplo
     assert train_semantic.main([*argv, "--feature", "hf", "--layer", "6"]) == 1
     assert "--feature hf needs --hf_dir" in caplog.text
     assert not (tmp_path / "semantic.yaml").exists()
+
+
+def test_streams_one_frame_apart_are_trimmed_to_the_shorter():
+    units = np.arange(5)
+    codes = np.arange(8).reshape(4, 2) + 100
+    frames = tokenize_audio.align_streams("u1", units, codes)
+    assert frames.dtype == np.int32
+    np.testing.assert_array_equal(
+        frames, [[0, 100, 101], [1, 102, 103], [2, 104, 105], [3, 106, 107]]
+    )
+    assert tokenize_audio.align_streams("u1", units[:4], codes[:3]).shape == (3, 3)
+    with pytest.raises(DumpError, match="utterance u2: the semantic tokenizer gave 6 frames"):
+        tokenize_audio.align_streams("u2", np.arange(6), codes)
