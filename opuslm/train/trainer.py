@@ -17,10 +17,8 @@ import logging
 import math
 import os
 import signal
-import time
-from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +48,7 @@ from opuslm.train.distributed import (
     set_gradient_sync,
     wrap_model,
 )
-from opuslm.train.report import JsonlLog, plot_curves
+from opuslm.train.report import JsonlLog, MetricSums, Throughput, plot_curves, summarise
 from opuslm.train.schedule import build_scheduler
 from opuslm.vocab import TokenList
 
@@ -121,103 +119,6 @@ class StopFlag:
     def _handle(self, signum: int, frame: Any) -> None:
         logger.warning("signal %d: stopping after this step and saving a checkpoint", signum)
         self.requested = True
-
-
-class MetricSums:
-    """Sums of loss / count / correct statistics, reduced over ranks on demand."""
-
-    def __init__(self, tasks: list[str]) -> None:
-        self.tasks = tasks
-        self.values: dict[str, float] = defaultdict(float)
-
-    def add(self, output: LMOutput, batch: Batch) -> None:
-        for key, value in output.stats.items():
-            self.values[key] += value
-        self.values["loss_sum"] += float(output.loss_sum.detach())
-        self.values["frames"] += float(output.num_target_frames)
-        example_loss = output.example_loss_sum.detach().cpu().tolist()
-        example_frames = batch.loss_mask.sum(1).tolist()
-        for task, loss, frames in zip(batch.tasks, example_loss, example_frames):
-            self.values[f"task_loss_sum/{task}"] += loss
-            self.values[f"task_frames/{task}"] += frames
-
-    def reduced(self, device: torch.device) -> dict[str, float]:
-        """Sums over all ranks (collective: every rank calls it)."""
-        # Same keys on every rank: LMOutput.stats has fixed names and every task gets its keys.
-        task_keys = {f"task_{kind}/{t}" for t in self.tasks for kind in ("loss_sum", "frames")}
-        keys = sorted(set(self.values) | task_keys)
-        tensor = torch.tensor([self.values.get(k, 0.0) for k in keys], dtype=torch.float64)
-        tensor = all_reduce_sum(tensor.to(device)).cpu()
-        return dict(zip(keys, tensor.tolist()))
-
-    def clear(self) -> None:
-        self.values.clear()
-
-
-def summarise(sums: dict[str, float]) -> dict[str, float]:
-    """Sums -> per-frame loss, accuracies and per-stream / per-modality / per-task metrics."""
-    out = {"loss": sums.get("loss_sum", 0.0) / max(sums.get("frames", 0.0), 1.0)}
-    streams = sorted({k.split("/", 1)[1] for k in sums if k.startswith("count/stream")})
-    total_correct = sum(sums[f"correct/{s}"] for s in streams)
-    total_count = sum(sums[f"count/{s}"] for s in streams)
-    out["acc"] = total_correct / max(total_count, 1.0)
-    for key, count in sums.items():
-        if key.startswith("count/") and count > 0:
-            name = key.split("/", 1)[1]
-            out[f"ce/{name}"] = sums[f"loss_sum/{name}"] / count
-            out[f"acc/{name}"] = sums[f"correct/{name}"] / count
-        if key.startswith("task_frames/") and count > 0:
-            task = key.split("/", 1)[1]
-            out[f"loss/{task}"] = sums[f"task_loss_sum/{task}"] / count
-    return out
-
-
-class Throughput:
-    """Training positions per second (validation, logging and checkpoints excluded) and the time
-    spent waiting for data, in total and per log interval."""
-
-    def __init__(self) -> None:
-        self.total_positions = 0
-        self.total_seconds = 0.0
-        self.data_wait = 0.0
-        self.interval_positions = 0
-        self.interval_seconds = 0.0
-        self.interval_steps = 0
-        self.interval_wait = 0.0
-        self._since = time.perf_counter()
-
-    @contextmanager
-    def waiting(self) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.data_wait += time.perf_counter() - start
-        self.interval_wait += time.perf_counter() - start
-
-    @contextmanager
-    def paused(self) -> Iterator[None]:
-        yield
-        self._since = time.perf_counter()
-
-    def step(self, positions: int) -> None:
-        now = time.perf_counter()
-        self.total_seconds += now - self._since
-        self.interval_seconds += now - self._since
-        self._since = now
-        self.total_positions += positions
-        self.interval_positions += positions
-        self.interval_steps += 1
-
-    def take_interval(self) -> tuple[int, int, float, float]:
-        """(positions, steps, seconds, seconds waiting for data) since the last call."""
-        out = (
-            self.interval_positions,
-            self.interval_steps,
-            self.interval_seconds,
-            self.interval_wait,
-        )
-        self.interval_positions, self.interval_steps = 0, 0
-        self.interval_seconds, self.interval_wait = 0.0, 0.0
-        return out
 
 
 class Trainer:
