@@ -138,40 +138,7 @@ class Trainer:
         torch.manual_seed(cfg_train.seed)  # same initial weights on every rank (FSDP needs it)
         np.random.seed(cfg_train.seed)
 
-        # Everything that can be wrong with the data is checked here, before any step.
-        self.token_list = TokenList.load(config.data.token_list)
-        data = config.data
-        train_manifests = [Manifest.load(m.path) for m in data.train]
-        self.tasks = sorted({m.task for m in train_manifests})
-        self.dataset = self._dataset(train_manifests)
-        self.sampler = MixedBatchSampler(
-            self.dataset.lengths(),
-            self.dataset.uttids(),
-            self.dataset.sources(),
-            [m.weight for m in data.train],
-            data.batch_bins,
-            seed=cfg_train.seed,
-            rank=info.rank,
-            world_size=info.world_size,
-        )
-        self.valid_dataset = None
-        self.valid_batches: list[list[list[BatchItem]]] = []
-        if data.valid:
-            valid_manifests = [Manifest.load(p) for p in data.valid]
-            self.valid_dataset = self._dataset(valid_manifests)
-            self.valid_batches = [
-                validation_batches(
-                    lengths, uttids, source, index, data.batch_bins, info.rank, info.world_size
-                )
-                for index, (lengths, uttids, source) in enumerate(
-                    zip(
-                        self.valid_dataset.lengths(),
-                        self.valid_dataset.uttids(),
-                        self.valid_dataset.sources(),
-                    )
-                )
-            ]
-
+        self._build_data()  # every data error surfaces here, before any step
         self.model = build_model(config, self.token_list)
         self.step = 0
         self.position = 0
@@ -232,6 +199,45 @@ class Trainer:
         )
         if cfg_train.precision == "bf16" and self.device.type != "cuda":
             logger.warning("precision bf16 needs a GPU; training in fp32 on %s", self.device)
+
+    def _build_data(self) -> None:
+        """Token list, manifests (checked against it), datasets, sampler and validation batches.
+
+        Raises on any data problem (empty manifest, token-list mismatch, an utterance over the
+        batch budget) naming the file or utterance.
+        """
+        data, info, cfg_train = self.config.data, self.info, self.config.train
+        self.token_list = TokenList.load(data.token_list)
+        train_manifests = [Manifest.load(m.path) for m in data.train]
+        self.tasks = sorted({m.task for m in train_manifests})
+        self.dataset = self._dataset(train_manifests)
+        self.sampler = MixedBatchSampler(
+            self.dataset.lengths(),
+            self.dataset.uttids(),
+            self.dataset.sources(),
+            [m.weight for m in data.train],
+            data.batch_bins,
+            seed=cfg_train.seed,
+            rank=info.rank,
+            world_size=info.world_size,
+        )
+        self.valid_dataset = None
+        self.valid_batches: list[list[list[BatchItem]]] = []
+        if data.valid:
+            valid_manifests = [Manifest.load(p) for p in data.valid]
+            self.valid_dataset = self._dataset(valid_manifests)
+            self.valid_batches = [
+                validation_batches(
+                    lengths, uttids, source, index, data.batch_bins, info.rank, info.world_size
+                )
+                for index, (lengths, uttids, source) in enumerate(
+                    zip(
+                        self.valid_dataset.lengths(),
+                        self.valid_dataset.uttids(),
+                        self.valid_dataset.sources(),
+                    )
+                )
+            ]
 
     def _dataset(self, manifests: list[Manifest]) -> TaskDataset:
         data = self.config.data
