@@ -37,6 +37,8 @@ install_requires = [
     "librosa>=0.10",
     # k-means for semantic tokens and for the residual codebooks of the built-in codec.
     "scikit-learn>=1.3",
+    # Caps BLAS/OpenMP threads per tokenisation job so N parallel jobs do not oversubscribe cores.
+    "threadpoolctl>=3.1",
     # Whisper's English text normaliser with its spelling table, offline (transformers would fetch
     # that table from the hub).
     "whisper-normalizer>=0.1.15",

@@ -23,9 +23,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from opuslm.data.datadir import _parse_segment as parse_segment
-from opuslm.data.datadir import read_table
-from opuslm.dump import atomic_path
+from opuslm.data.datadir import parse_segment, read_table
+from opuslm.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ matrices; `kaldiio.load_scp` returns them with their dtype and shape unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -24,38 +23,20 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import kaldiio
 import numpy as np
 
+from opuslm.fileio import atomic_path, write_text_atomic  # noqa: F401  (re-exported)
+
 logger = logging.getLogger(__name__)
 
 
 class DumpError(RuntimeError):
     """A dump that cannot be written or merged; the message names the shard or utterance."""
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def fingerprint(path: str | os.PathLike) -> str:
@@ -177,7 +158,7 @@ def merge_shards(
 def run_jobs(
     argv: Sequence[str], nj: int, log_template: Path, runner: str = "utils/run.sh"
 ) -> None:
-    """Run `argv` once per job with each argument `JOB` replaced by 1..nj, all in parallel.
+    """Run `argv` once per job with `JOB` replaced by 1..nj inside every argument, in parallel.
 
     Goes through the recipe's Kaldi-style job runner (`runner JOB=1:N log cmd...`) when it exists,
     so Slurm setups work, else starts the processes here. `log_template` contains `JOB`.
@@ -192,7 +173,8 @@ def run_jobs(
     logger.info("running %d jobs as local processes; logs: %s", nj, log_template)
     procs = []
     for job in range(1, nj + 1):
-        job_argv = [str(job) if a == "JOB" else a for a in argv]
+        # Same substitution as utils/run.sh (Kaldi's run.pl): JOB anywhere inside an argument.
+        job_argv = [a.replace("JOB", str(job)) for a in argv]
         with open(str(log_template).replace("JOB", str(job)), "w", encoding="utf-8") as log:
             log.write(f"# {shlex.join(job_argv)}\n")
             log.flush()

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from opuslm.fileio import write_text_atomic
 
 MODALITIES = ("text", "special", "semantic", "acoustic")
 BASE_SPECIAL_TOKENS = ("<pad>", "<sos>", "<eos>", "<eou>")
@@ -107,8 +108,6 @@ class TokenList:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write `token_list.json` atomically (temp file in the same directory, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format_version": FORMAT_VERSION,
             "num_codebooks": self.num_codebooks,
@@ -116,14 +115,7 @@ class TokenList:
             "ranges": {k: list(v) for k, v in self.ranges.items()},
             "tokens": list(self.tokens),
         }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(payload, f, ensure_ascii=False, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, json.dumps(payload, ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TokenList:

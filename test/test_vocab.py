@@ -54,7 +54,7 @@ def test_save_load_round_trip(tmp_path):
     tl = small()
     tl.save(tmp_path / "token_list.json")
     assert TokenList.load(tmp_path / "token_list.json") == tl
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["token_list.json"]
 
 
 def test_mismatch_names_first_difference():

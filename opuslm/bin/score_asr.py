@@ -8,7 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-from opuslm.dump import write_text_atomic
 from opuslm.eval.asr_scoring import (
     ScoringError,
     format_report,
@@ -17,6 +16,7 @@ from opuslm.eval.asr_scoring import (
     score_texts,
 )
 from opuslm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
+from opuslm.fileio import write_text_atomic
 
 logger = logging.getLogger("opuslm.score_asr")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from opuslm.dump import write_text_atomic
+from opuslm.fileio import write_text_atomic
 
 # Reporting order; tables not listed here (other `utt2*` files) come after these.
 KNOWN_TABLES = (
@@ -191,7 +191,7 @@ def _role(name: str, has_segments: bool) -> str:
     return "utterance"
 
 
-def _parse_segment(value: str) -> tuple[str, float, float]:
+def parse_segment(value: str) -> tuple[str, float, float]:
     """`recording start end` -> fields; end -1 means "to the end of the recording" (Kaldi)."""
     fields = value.split()
     if len(fields) != 3:
@@ -236,7 +236,7 @@ def _value_problem(name: str, entry: _Entry) -> str | None:
             return f"duration {value!r} of {key!r} is not a positive number"
     if name == "segments":
         try:
-            _parse_segment(value)
+            parse_segment(value)
         except ValueError as e:
             return f"segment {key!r}: {e}"
     return None

@@ -30,7 +30,7 @@ import scipy.fft
 import torch
 import yaml
 
-from opuslm.dump import atomic_path, write_text_atomic
+from opuslm.fileio import atomic_path, write_text_atomic
 from opuslm.tokenizers.acoustic import num_frames
 
 logger = logging.getLogger(__name__)

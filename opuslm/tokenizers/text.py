@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import sentencepiece as spm
 import yaml
 
-from opuslm.dump import atomic_path, write_text_atomic
+from opuslm.fileio import atomic_path, write_text_atomic
 
 CONFIG_NAME = "text_tokenizer.yaml"
 SENTENCEPIECE_MODEL = "sentencepiece.model"
