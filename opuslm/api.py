@@ -129,12 +129,14 @@ class OpusLM:
 
     def decode_audio(self, frames: torch.Tensor | np.ndarray) -> Audio:
         """Joint-id frames [T, S] -> (float32 waveform [T * hop], sample rate) from the codec
-        streams (stream 0 is not needed to synthesise)."""
+        streams (stream 0 is not needed to synthesise); no frames give an empty waveform."""
         frames = np.asarray(torch.as_tensor(frames).cpu(), dtype=np.int64)
-        if frames.ndim != 2 or frames.shape[1] != self.token_list.num_streams or not len(frames):
+        if frames.ndim != 2 or frames.shape[1] != self.token_list.num_streams:
             raise InputError(
-                f"frames must be [T > 0, {self.token_list.num_streams}], got {list(frames.shape)}"
+                f"frames must be [T, {self.token_list.num_streams}], got {list(frames.shape)}"
             )
+        if len(frames) == 0:
+            return np.zeros(0, dtype=np.float32), self.sample_rate
         codes = self.token_list.decode_acoustic(frames[:, 1:])
         return np.asarray(self.codec.decode(codes), dtype=np.float32), self.sample_rate
 

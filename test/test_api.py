@@ -178,6 +178,8 @@ def test_audio_round_trip_shapes_and_ranges(model: OpusLM, speech):
         assert low <= frames[:, s].min() and frames[:, s].max() < high
     out, sample_rate = model.decode_audio(frames)
     assert sample_rate == 16000 and out.dtype == np.float32 and out.shape == (len(frames) * HOP,)
+    empty, _ = model.decode_audio(frames[:0])
+    assert empty.dtype == np.float32 and empty.shape == (0,)
     # Tokenizing several waveforms together gives each one's own rows.
     together = model.encode_raw_batch([(w, 16000) for w in speech])
     for rows, w in zip(together, speech):
