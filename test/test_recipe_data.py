@@ -6,6 +6,7 @@ corpus's real `local/` linked in, so the scripts run exactly as in egs2/.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -57,12 +58,17 @@ SPEECH_SETS = ("train", "valid", "test")
 TEXT_SETS = ("text_train", "text_test")
 
 
-def make_recipe(root: Path, corpus: str) -> Path:
-    """A recipe directory from setup.sh, with `local/` of egs2/<corpus>/speechlm1 linked in."""
+def make_recipe(root: Path, corpus: str, linked: tuple[str, ...] = ("local",)) -> Path:
+    """A recipe directory from setup.sh, with `linked` entries of egs2/<corpus>/speechlm1."""
     recipe = root / "my recipes" / corpus / "speechlm1"
     subprocess.run([str(SETUP), str(recipe)], check=True, capture_output=True)
-    shutil.rmtree(recipe / "local")
-    (recipe / "local").symlink_to(REPO / "egs2" / corpus / "speechlm1" / "local")
+    for name in linked:
+        target = recipe / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+        target.symlink_to(REPO / "egs2" / corpus / "speechlm1" / name)
     return recipe
 
 
@@ -170,6 +176,24 @@ def test_flite_missing_is_a_one_line_error(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "local/data.sh: flite not found: run 'make install' or 'apt-get install flite'"
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
+    recipe = make_recipe(tmp_path, "mini_flite", linked=("local", "conf", "run.sh"))
+    result = subprocess.run(
+        ["./run.sh", "--preset", "smoke"], cwd=recipe, capture_output=True, text=True, timeout=3600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in range(1, 12):
+        assert f"Stage {stage}: " in result.stderr
+    model = recipe / "exp" / "speechlm_smoke_anneal"
+    for task in ("asr", "tts"):
+        score = json.loads((model / f"decode_{task}_test" / "score.json").read_text())
+        assert score["num_utts"] == 8
+    assert "## asr: test" in (model / "RESULTS.md").read_text()
+    assert (model / "packed" / "model.safetensors").is_file()
 
 
 def test_flite_sentence_cleaning():
