@@ -121,7 +121,7 @@ class OpusLM:
         """
         names = names or [f"audio {i}" for i in range(len(audios))]
         wavs = [self._waveform(w, sr, name) for (w, sr), name in zip(audios, names)]
-        return tokenize_waveforms(self.semantic, self.codec, wavs)
+        return tokenize_waveforms(self.semantic, self.codec, wavs, names)
 
     def encode_audio(self, wav: np.ndarray, sample_rate: int) -> torch.Tensor:
         """Waveform [N] -> LongTensor [T, S] joint ids (stream 0 semantic, streams 1.. codec)."""

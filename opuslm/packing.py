@@ -228,12 +228,13 @@ def check_tokenizers(token_list: TokenList, text_tokenizer, semantic, codec, whe
     except VocabError as e:
         message = str(e) if str(e).startswith(where) else f"{where}: {e}"
         raise PackError(message) from None
-    if semantic.sample_rate != codec.sample_rate or semantic.hop_length != codec.hop_length:
-        raise PackError(
-            f"{where}: the semantic tokenizer runs at {semantic.sample_rate} Hz / hop "
-            f"{semantic.hop_length} but the codec at {codec.sample_rate} Hz / hop "
-            f"{codec.hop_length}; their frames would not line up"
-        )
+    from opuslm.bin.tokenize_audio import check_compatible
+    from opuslm.dump import DumpError
+
+    try:
+        check_compatible(semantic, codec)
+    except DumpError as e:
+        raise PackError(f"{where}: {e}") from None
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -283,27 +284,21 @@ def build_model(
     return model.eval()
 
 
-def tokenize_waveforms(semantic, codec, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Waveforms float32 [N_i] at the codec's rate -> raw token rows int64 [T_i, S]: the semantic
-    unit, then the codec codes (the layout of the `speech.scp` dumps).
+def tokenize_waveforms(
+    semantic, codec, wavs: Sequence[np.ndarray], names: Sequence[str] | None = None
+) -> list[np.ndarray]:
+    """Waveforms float32 [N_i] at the codec's rate -> raw token rows int64 [T_i, S], exactly as
+    the token dumper (`opuslm.bin.tokenize_audio`) writes them: the semantic unit, then the codec
+    codes, the streams cut to their common length. All waveforms are analysed in one batch.
 
-    Tokenizers with an `encode_batch` analyse all waveforms in one go (several times cheaper
-    than one call per waveform for the spectral backends).
+    names: the utterances, for error messages (default "audio <i>").
     """
-    rows = []
-    for units, codes in zip(_encode_all(semantic, wavs), _encode_all(codec, wavs)):
-        units, codes = np.asarray(units, dtype=np.int64), np.asarray(codes, dtype=np.int64)
-        # Both give T = ceil(N / hop) on the same hop (checked by check_tokenizers); a backend
-        # that drops a frame at the end is cut to the common length.
-        length = min(len(units), len(codes))
-        rows.append(np.concatenate([units[:length, None], codes[:length]], axis=1))
-    return rows
+    from opuslm.bin.tokenize_audio import align_streams, encode_codes
 
-
-def _encode_all(tokenizer, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    if hasattr(tokenizer, "encode_batch"):
-        return list(tokenizer.encode_batch(list(wavs)))
-    return [tokenizer.encode(wav) for wav in wavs]
+    names = names or [f"audio {i}" for i in range(len(wavs))]
+    units = semantic.encode_batch(list(wavs))
+    codes = encode_codes(codec, list(wavs))
+    return [align_streams(n, u, c).astype(np.int64) for n, u, c in zip(names, units, codes)]
 
 
 # ------------------------------------------------------------------------------ loading
@@ -498,7 +493,7 @@ def _prompt_rows(wav_path: Path, semantic, codec, prompt_frames: int) -> np.ndar
         wav = load_audio(str(wav_path), "default prompt", codec.sample_rate)
     except AudioError as e:
         raise PackError(f"{wav_path}: {e}") from None
-    (rows,) = tokenize_waveforms(semantic, codec, [wav])
+    (rows,) = tokenize_waveforms(semantic, codec, [wav], [str(wav_path)])
     rows = crop_prompt(rows, prompt_frames, rng=None)
     return rows.astype(np.int32)
 
