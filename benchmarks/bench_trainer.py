@@ -11,7 +11,7 @@ Peak memory per step: the largest resident set size seen after any step (CPU; th
 both models, the baseline's copy adds weights + AdamW state) or torch.cuda.max_memory_allocated
 (GPU).
 
-    .venv/bin/python benchmarks/bench_trainer.py [--steps 30] [--workers 1]
+    .venv/bin/python benchmarks/bench_trainer.py [--steps 30] [--workers 1] [--hidden 256]
 """
 
 from __future__ import annotations
@@ -91,6 +91,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch_bins", type=int, default=4096)
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        default=BODY["hidden_size"],
+        help="smaller = faster steps, so data loading weighs more",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +108,9 @@ def main() -> None:
             root,
             num_utts=400,
             corpus={"speech_frames": (50, 250), "text_tokens": (20, 80), "token_list": token_list},
-            model={"base": BODY},
+            model={
+                "base": {**BODY, "hidden_size": args.hidden, "intermediate_size": 3 * args.hidden}
+            },
             data={"batch_bins": args.batch_bins, "num_workers": args.workers, "valid": []},
             schedule={"type": "constant", "warmup_steps": 0, "max_steps": args.steps},
             train={
