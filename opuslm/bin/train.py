@@ -15,6 +15,7 @@ from opuslm.train.trainer import Trainer
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="opuslm train",
+        allow_abbrev=False,  # unknown options are config overrides; never guess a prefix
         description=__doc__,
         epilog="Any other option overrides a config key: --optim.lr 3e-4, schedule.max_steps=2000, "
         "--resume, --init_from exp/pretrain/checkpoints. "
