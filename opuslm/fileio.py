@@ -28,5 +28,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text, encoding="utf-8")
+    """Write `text` to `path` atomically, flushed to disk before the rename (a crash leaves the
+    old file or the new one, never a truncated one)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())

@@ -30,6 +30,7 @@ import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from opuslm.fileio import write_text_atomic
 from opuslm.vocab import TokenList
 
 WEIGHTS = "model.safetensors"
@@ -115,19 +116,6 @@ def list_checkpoints(root: str | os.PathLike) -> list[Path]:
         if p.is_dir() and p.name.startswith(STEP_PREFIX) and p.name[len(STEP_PREFIX) :].isdigit()
     ]
     return sorted(found, key=lambda p: int(p.name[len(STEP_PREFIX) :]))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def is_complete(directory: Path) -> bool:
