@@ -11,9 +11,9 @@ log() {
 }
 
 # Corpus size (the demo preset's; run.sh passes each preset's sizes).
-num_train=6000
-num_valid=200
-num_test=200
+num_train=4000
+num_valid=100
+num_test=100
 num_text_test=500
 num_text_train=-1     # -1: every sentence the speech and held-out sets do not use
 voices="slt rms awb kal16"
