@@ -41,9 +41,9 @@ from opuslm.packing import (
     generation_config,
     load_packed,
     merge_settings,
-    tokenize_waveforms,
 )
 from opuslm.tasks import Example, crop_prompt, generation_prompt
+from opuslm.tokenizers.frames import tokenize_waveforms
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class OpusLM:
         return resample(wav.astype(np.float32), int(sample_rate), self.sample_rate)
 
     def encode_raw(self, wav: np.ndarray, sample_rate: int, what: str = "audio") -> np.ndarray:
-        """Waveform -> raw token rows int64 [T, S]: semantic unit, then the codec codes."""
+        """Waveform -> raw token rows int32 [T, S]: semantic unit, then the codec codes."""
         return self.encode_raw_batch([(wav, sample_rate)], [what])[0]
 
     def encode_raw_batch(

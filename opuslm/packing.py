@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from safetensors.numpy import save_file as save_numpy_file
 from opuslm.model.generate import GenerationConfig, SamplingConfig
 from opuslm.model.lm import MultiStreamLM
 from opuslm.tasks import TASK_TARGETS, crop_prompt
+from opuslm.tokenizers.frames import FrameAlignmentError, check_compatible, tokenize_waveforms
 from opuslm.train.checkpoint import load_weights, resolve_checkpoint, save_weights
 from opuslm.vocab import TokenList, VocabError
 
@@ -228,12 +229,10 @@ def check_tokenizers(token_list: TokenList, text_tokenizer, semantic, codec, whe
     except VocabError as e:
         message = str(e) if str(e).startswith(where) else f"{where}: {e}"
         raise PackError(message) from None
-    from opuslm.bin.tokenize_audio import check_compatible
-    from opuslm.dump import DumpError
 
     try:
         check_compatible(semantic, codec)
-    except DumpError as e:
+    except FrameAlignmentError as e:
         raise PackError(f"{where}: {e}") from None
 
 
@@ -282,23 +281,6 @@ def build_model(
         ) from None
     load_state(model, state, str(directory / WEIGHTS))
     return model.eval()
-
-
-def tokenize_waveforms(
-    semantic, codec, wavs: Sequence[np.ndarray], names: Sequence[str] | None = None
-) -> list[np.ndarray]:
-    """Waveforms float32 [N_i] at the codec's rate -> raw token rows int64 [T_i, S], exactly as
-    the token dumper (`opuslm.bin.tokenize_audio`) writes them: the semantic unit, then the codec
-    codes, the streams cut to their common length. All waveforms are analysed in one batch.
-
-    names: the utterances, for error messages (default "audio <i>").
-    """
-    from opuslm.bin.tokenize_audio import align_streams, encode_codes
-
-    names = names or [f"audio {i}" for i in range(len(wavs))]
-    units = semantic.encode_batch(list(wavs))
-    codes = encode_codes(codec, list(wavs))
-    return [align_streams(n, u, c).astype(np.int64) for n, u, c in zip(names, units, codes)]
 
 
 # ------------------------------------------------------------------------------ loading

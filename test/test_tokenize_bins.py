@@ -16,6 +16,7 @@ from opuslm.audio import AudioReader
 from opuslm.bin import tokenize_audio, tokenize_text, train_semantic, train_text_tokenizer
 from opuslm.dump import DumpError, run_jobs
 from opuslm.tokenizers.acoustic import load_codec, train_codec
+from opuslm.tokenizers.frames import FrameAlignmentError, align_streams
 from opuslm.tokenizers.semantic import load_semantic_tokenizer
 from opuslm.tokenizers.text import load_text_tokenizer
 
@@ -280,11 +281,13 @@ def test_train_semantic_says_what_an_ssl_feature_needs(data_dir, tmp_path, caplo
 def test_streams_one_frame_apart_are_trimmed_to_the_shorter():
     units = np.arange(5)
     codes = np.arange(8).reshape(4, 2) + 100
-    frames = tokenize_audio.align_streams("u1", units, codes)
-    assert frames.dtype == np.int32
+    rows = align_streams("u1", units, codes)
+    assert rows.dtype == np.int32
     np.testing.assert_array_equal(
-        frames, [[0, 100, 101], [1, 102, 103], [2, 104, 105], [3, 106, 107]]
+        rows, [[0, 100, 101], [1, 102, 103], [2, 104, 105], [3, 106, 107]]
     )
-    assert tokenize_audio.align_streams("u1", units[:4], codes[:3]).shape == (3, 3)
-    with pytest.raises(DumpError, match="utterance u2: the semantic tokenizer gave 6 frames"):
-        tokenize_audio.align_streams("u2", np.arange(6), codes)
+    assert align_streams("u1", units[:4], codes[:3]).shape == (3, 3)
+    with pytest.raises(
+        FrameAlignmentError, match="utterance u2: the semantic tokenizer gave 6 frames"
+    ):
+        align_streams("u2", np.arange(6), codes)

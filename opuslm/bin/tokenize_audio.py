@@ -17,40 +17,10 @@ from opuslm.audio import AudioError, AudioReader
 from opuslm.data.datadir import DataDirError
 from opuslm.dump import Dump, DumpError, ShardWriter, fingerprint, split_for_job
 from opuslm.tokenizers.acoustic import Codec, CodecError, load_codec
+from opuslm.tokenizers.frames import FrameAlignmentError, check_compatible, tokenize_waveforms
 from opuslm.tokenizers.semantic import SemanticError, SemanticTokenizer, load_semantic_tokenizer
 
 log = logging.getLogger("opuslm.tokenize_audio")
-
-
-def check_compatible(semantic: SemanticTokenizer, codec: Codec) -> None:
-    """Both tokenizers must read the same audio on the same frame grid."""
-    if (semantic.sample_rate, semantic.hop_length) != (codec.sample_rate, codec.hop_length):
-        raise DumpError(
-            f"the semantic tokenizer ({semantic.sample_rate} Hz, hop {semantic.hop_length}) and "
-            f"the codec ({codec.sample_rate} Hz, hop {codec.hop_length}) are on different frame "
-            f"grids; train them with the same sample rate and hop"
-        )
-
-
-def align_streams(uttid: str, units: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """units [T1] + codes [T2, n_q] -> int32 [min(T1, T2), 1 + n_q]; |T1 - T2| <= 1 allowed.
-
-    The tokenizers agree on T = ceil(N / hop) but a backend may round the last frame the other
-    way; more than one frame apart means they are not describing the same frames.
-    """
-    if abs(len(units) - len(codes)) > 1:
-        raise DumpError(
-            f"utterance {uttid}: the semantic tokenizer gave {len(units)} frames but the codec "
-            f"gave {len(codes)}; they must agree within one frame"
-        )
-    length = min(len(units), len(codes))
-    return np.concatenate([units[:length, None], codes[:length]], axis=1).astype(np.int32)
-
-
-def encode_codes(codec: Codec, wavs: list[np.ndarray]) -> list[np.ndarray]:
-    """Codes [T_i, n_q] of each waveform, batched when the backend can."""
-    encode_batch = getattr(codec, "encode_batch", None)
-    return encode_batch(wavs) if encode_batch else [codec.encode(w) for w in wavs]
 
 
 def read_batch(
@@ -91,10 +61,9 @@ def write_shard(
             chunk = uttids[start : start + args.batch_size]
             kept, wavs = read_batch(reader, chunk, args.skip_bad, summary)
             if wavs:  # empty when every utterance of the chunk was skipped
-                units = semantic.encode_batch(wavs)
-                codes = encode_codes(codec, wavs)
-                for uttid, wav, u, c in zip(kept, wavs, units, codes):
-                    frames = align_streams(uttid, u, c)
+                for uttid, wav, frames in zip(
+                    kept, wavs, tokenize_waveforms(semantic, codec, wavs, kept)
+                ):
                     writer.add(uttid, frames)
                     summary["utterances"] += 1
                     summary["frames"] += len(frames)
@@ -157,7 +126,15 @@ def main(argv: list[str] | None = None) -> int:
                 return write_shard(args, semantic, codec, writer, job)
 
         dump.run(argv, args.job, tokenize)
-    except (AudioError, CodecError, DataDirError, DumpError, SemanticError, OSError) as e:
+    except (
+        AudioError,
+        CodecError,
+        DataDirError,
+        DumpError,
+        FrameAlignmentError,
+        SemanticError,
+        OSError,
+    ) as e:
         log.error("%s", e)
         return 1
     return 0
