@@ -220,7 +220,7 @@ def test_flite_sentence_cleaning():
 
 def test_flite_entries_drop_attributions(tmp_path):
     fortunes = tmp_path / "f"
-    fortunes.write_text("One two three four.\n\t\t-- Someone\n%\nFive six\nseven eight.\n%\n")
+    fortunes.write_text("%\nOne two three four.\n\t\t-- Someone\n%\nFive six\nseven eight.\n%")
     assert flite.read_entries(fortunes) == ["One two three four.", "Five six seven eight."]
     lines = tmp_path / "lines.txt"
     lines.write_text("first line here now\n\nsecond line here now\n")

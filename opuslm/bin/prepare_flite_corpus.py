@@ -84,9 +84,10 @@ def read_entries(path: Path) -> list[str]:
         for line in chunk.split("\n"):
             if line.strip().startswith("--") or "\t--" in line:
                 break
-            kept.append(line.strip())
+            if line.strip() != "%":  # a separator left at the very start or end of the file
+                kept.append(line.strip())
         entry = " ".join(kept).strip()
-        if entry and entry != "%":
+        if entry:
             entries.append(entry)
     return entries
 
