@@ -1,7 +1,8 @@
 # Sourced by speechlm.sh: how parallel jobs run (the Kaldi run.pl / slurm.pl interface).
 #   local: utils/run.sh runs the jobs as processes on this machine
-#   slurm: utils/slurm.sh submits each job to Slurm (partition and other sbatch options in
-#          conf/slurm.conf, if the recipe has one)
+#   slurm: utils/slurm.sh submits the jobs to Slurm as a job array; add your site's options to
+#          the commands below, e.g. "utils/slurm.sh --partition gpu --time 48:00:00"
+#          (speechlm.sh adds --gpus-per-task for training with --ngpu)
 cmd_backend=${cmd_backend:-local}
 
 case "${cmd_backend}" in
