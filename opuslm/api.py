@@ -86,7 +86,12 @@ class OpusLM:
         """
         settings = self.packed.config.decoding.get(task, {})
         merged = merge_settings(settings, overrides or {})
-        return generation_config(task, merged, f"decoding settings for {task}")
+        config = generation_config(task, merged, f"decoding settings for {task}")
+        eos = self.text_tokenizer.eos_id
+        if task == "textlm" and eos is not None:
+            # textlm sequences end with the tokenizer's own eos (a text id, not the joint eos).
+            config.stop_ids = (int(self.token_list.encode_text([eos])[0]),)
+        return config
 
     # ------------------------------------------------------------------ audio <-> frames
     def _waveform(self, wav: np.ndarray, sample_rate: int, what: str) -> np.ndarray:
@@ -325,13 +330,4 @@ class OpusLM:
     ) -> str:
         """Text continuation (textlm) of `prompt`, up to the tokenizer's eos (excluded)."""
         frames = self.generate("textlm", [self.textlm_prompt(prompt)], decoding, seed)[0]
-        return self.decode_text(self.cut_at_text_eos(frames))
-
-    def cut_at_text_eos(self, frames: torch.Tensor) -> torch.Tensor:
-        """textlm sequences end with the tokenizer's own eos (a text id, not the joint eos):
-        keep the frames before the first one."""
-        eos = self.text_tokenizer.eos_id
-        if eos is None:
-            return frames
-        hits = (frames[:, 0] == self.token_list.encode_text([eos])[0]).nonzero()
-        return frames[: int(hits[0, 0])] if len(hits) else frames
+        return self.decode_text(frames)

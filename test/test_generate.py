@@ -160,6 +160,28 @@ def test_min_and_max_frames_control_eos():
     assert [len(o) for o in generate(model, prompts, config)] == [4] * 3
 
 
+@pytest.mark.parametrize("target", ["text", "speech"])
+def test_stop_ids_end_the_output_like_eos(target):
+    model = tiny_model(seed=4)
+    prompts = prompts_for(model.token_list)
+    plain = generate(model, prompts, GenerationConfig(target=target, max_frames=8))
+    stop = int(plain[1][2, 0])  # the third generated stream-0 token of the second prompt
+    config = GenerationConfig(target=target, max_frames=8, stop_ids=(stop,))
+    stopped = generate(model, prompts, config)
+    for before, after in zip(plain, stopped):
+        hits = (before[:, 0] == stop).nonzero()
+        cut = int(hits[0, 0]) if len(hits) else len(before)
+        assert len(after) == cut
+        # Stream 0 is identical up to the stop. The delayed codec streams of the last frames
+        # are decoded after the stop row is fed (as eos), so only frames complete before it match.
+        assert torch.equal(after[:, 0], before[:cut, 0])
+        complete = max(cut - (model.token_list.num_streams - 1), 0)
+        assert torch.equal(after[:complete], before[:complete])
+    assert len(stopped[1]) <= 2 < len(plain[1])  # the stop really cut the second output
+    streamed = list(generate_stream(model, prompts[1], config))
+    assert torch.equal(torch.stack(streamed), stopped[1])
+
+
 def test_sampling_filters():
     logits = torch.tensor([[0.0, 3.0, 2.0, 1.0, float("-inf")]]).expand(2000, -1)
     gen = torch.Generator().manual_seed(0)

@@ -192,8 +192,6 @@ class Decoder:
         lines = {}
         for k, (table, frames) in enumerate(zip(sample_tables(args.task, args.nbest), samples)):
             if args.task not in SPEECH_OUTPUT:
-                if args.task == "textlm":
-                    frames = model.cut_at_text_eos(frames)
                 lines[table] = f"{uttid} {model.decode_text(frames)}".rstrip()
                 continue
             if len(frames) == 0:

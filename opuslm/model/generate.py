@@ -55,6 +55,9 @@ class GenerationConfig:
     acoustic: SamplingConfig = field(default_factory=SamplingConfig)
     min_frames: int = 0
     max_frames: int = 512
+    # Stream-0 ids that end the output like eos (e.g. a text LM's own eos for textlm, which is a
+    # text id); they are not part of the returned frames.
+    stop_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -132,6 +135,7 @@ class _RowDecoder:
         self.bias_without_eos = allowed.clone()
         allowed[self.eos - self.window[0]] = 0.0
         self.bias_with_eos = allowed
+        self.stop_ids = torch.tensor(sorted(set(config.stop_ids)), dtype=torch.long, device=device)
         self.semantic_range = token_list.ranges["semantic"]
         self.codebook_offsets = token_list.ranges["acoustic"][0] + token_list.codebook_size * (
             torch.arange(streams - 1, device=device)
@@ -187,6 +191,8 @@ class _RowDecoder:
             token0 = sample(logits, self.stream0_sampling, self.generator) + self.window[0]
             if k == self.config.max_frames:
                 token0 = torch.full_like(token0, self.eos)
+            elif len(self.stop_ids):
+                token0 = token0.masked_fill(torch.isin(token0, self.stop_ids), self.eos)
             ended = eos_frame >= 0
             token0 = token0.masked_fill(ended, self.pad)
             eos_frame.masked_fill_(~ended & (token0 == self.eos), k)
