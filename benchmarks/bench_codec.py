@@ -36,7 +36,7 @@ SETTINGS = {
     "8x1024@50Hz mel128": {**DEFAULT, "n_mels": 128},
     "8x1024@50Hz gl64": {**DEFAULT, "griffin_lim_iters": 64},
     "8x1024@50Hz gl16": {**DEFAULT, "griffin_lim_iters": 16},
-    "8x1024@50Hz synth_hop160": {**DEFAULT, "synthesis_hop": 160},
+    "8x1024@50Hz synth_hop80": {**DEFAULT, "synthesis_hop": 80},
     "8x1024@50Hz synth_hop320": {**DEFAULT, "synthesis_hop": 320},
     "8x1024@50Hz utt-norm": {**DEFAULT, "normalization": "utterance"},
     "8x1024@50Hz nfft512": {**DEFAULT, "n_fft": 512},
