@@ -15,7 +15,7 @@
 #                                 exp/tokenizers/                          utt2num_frames,utt2num_tokens,utt2spk}
 #  5  vocabulary + manifests      exp/tokenizers/, dump/tokens/           data/token_list.json,
 #                                                                         exp/manifests/<task>_<set>/data.json
-#  6  base text LM (optional)     --base_lm_config, textlm manifests      exp/base_lm/
+#  6  base text LM (optional)     --base_lm_config, textlm manifests      exp/base_lm_<tag>/
 #  7  pre-training                --train_config, manifests               exp/speechlm_<tag>/
 #  8  annealing (optional)        --anneal_config, exp/speechlm_<tag>/    exp/speechlm_<tag>_anneal/
 #  9  inference                   --decode_config, the last model,        <model>/decode_{asr,tts}_<test set>/
@@ -90,6 +90,7 @@ log "${invocation}"
 template_dir=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 conf_args="${template_dir}/scripts/conf_args.py"
 [ -n "${tag}" ] || tag=$(basename "${train_config}" .yaml)
+base_lm_dir="exp/base_lm_${tag}"
 pretrain_dir="exp/speechlm_${tag}"
 anneal_dir="exp/speechlm_${tag}_anneal"
 read -r -a test_set_list <<<"${test_sets}"
@@ -373,17 +374,17 @@ stage_6() {
     return 0
   fi
   require 5 "${token_list}"
-  is_done exp/base_lm "${base_lm_config}" "${token_list}" && return 0
-  train_lm "${base_lm_config}" exp/base_lm
-  mark_done exp/base_lm "${base_lm_config}" "${token_list}"
+  is_done "${base_lm_dir}" "${base_lm_config}" "${token_list}" && return 0
+  train_lm "${base_lm_config}" "${base_lm_dir}"
+  mark_done "${base_lm_dir}" "${base_lm_config}" "${token_list}"
 }
 
 stage_7() {
   require 5 "${token_list}"
   local init=()
   if [ -n "${base_lm_config}" ]; then
-    require 6 exp/base_lm/.done
-    init=(--init_from exp/base_lm)
+    require 6 "${base_lm_dir}/.done"
+    init=(--init_from "${base_lm_dir}")
   fi
   is_done "${pretrain_dir}" "${train_config}" "${token_list}" ${init[@]+"${init[@]}"} && return 0
   train_lm "${train_config}" "${pretrain_dir}" ${init[@]+"${init[@]}"}
