@@ -116,21 +116,23 @@ fingerprint() {
   done | md5sum | cut -d' ' -f1
 }
 
-# is_done <dir> <input>...: the work in <dir> was finished from exactly these inputs.
+# is_done <dir> <input>...: the work in <dir> was finished from exactly these inputs. If not, the
+# fingerprint taken now is what mark_done records: an input edited while the work runs must not
+# pass for the one it ran with.
 is_done() {
   local dir=$1
   shift
-  if [ -f "${dir}/.done" ] && [ "$(cat "${dir}/.done")" = "$(fingerprint "$@")" ]; then
+  pending_fingerprint=$(fingerprint "$@")
+  if [ -f "${dir}/.done" ] && [ "$(cat "${dir}/.done")" = "${pending_fingerprint}" ]; then
     log "${dir}: done already (remove ${dir}/.done to redo)"
     return 0
   fi
   return 1
 }
 
+# mark_done <dir>: the work of the last is_done check is finished.
 mark_done() {
-  local dir=$1
-  shift
-  fingerprint "$@" >"${dir}/.done"
+  echo "${pending_fingerprint}" >"$1/.done"
 }
 
 # conf_section <file> <section>: the section's options, one array element each, in $opts.
@@ -256,7 +258,7 @@ format_set() {
   fi
   utils/fix_data_dir.sh "${dst}"
   utils/validate_data_dir.sh "${dst}"
-  mark_done "${dst}" "${inputs[@]}"
+  mark_done "${dst}"
 }
 
 stage_2() {
@@ -284,7 +286,7 @@ stage_3() {
       log "training the text tokenizer on ${texts[*]}"
       "${python}" -m opuslm.bin.train_text_tokenizer --text "${texts[@]}" \
         --output_dir exp/tokenizers/text "${opts[@]}"
-      mark_done exp/tokenizers/text "${texts[@]}" "${opts[*]}"
+      mark_done exp/tokenizers/text
     fi
   fi
   local kind
@@ -299,7 +301,7 @@ stage_3() {
     log "training the ${kind} tokenizer on ${train}"
     "${python}" -m "opuslm.bin.train_${kind}" --data_dir "${train}" \
       --output_dir "exp/tokenizers/${kind}" "${opts[@]}"
-    mark_done "exp/tokenizers/${kind}" "${train}/wav.scp" "${opts[*]}"
+    mark_done "exp/tokenizers/${kind}"
   done
 }
 
@@ -316,7 +318,7 @@ stage_4() {
     "${python}" -m opuslm.bin.tokenize_text --text "${src}/text" --tokenizer_dir "${text_dir}" \
       --output_dir "${dst}" --nj "${nj}"
     cp "${src}/utt2spk" "${dst}/utt2spk"
-    mark_done "${dst}" "${src}/wav.scp" "${src}/text" "${tokenizer_inputs[@]}"
+    mark_done "${dst}"
   done
   for set in ${text_sets[@]+"${text_sets[@]}"}; do
     local dst="dump/tokens/${set}"
@@ -325,7 +327,7 @@ stage_4() {
     log "tokenizing data/${set}/text -> ${dst}"
     "${python}" -m opuslm.bin.tokenize_text --text "data/${set}/text" \
       --tokenizer_dir "${text_dir}" --output_dir "${dst}" --nj "${nj}" --add_special_tokens
-    mark_done "${dst}" "data/${set}/text" "${tokenizer_inputs[@]}"
+    mark_done "${dst}"
   done
 }
 
@@ -338,7 +340,7 @@ make_manifest() {
   is_done "${dir}" "${token_list}" "dump/tokens/${set}/.done" "$@" && return 0
   "${python}" -m opuslm.bin.make_manifest --task "${task}" --dataset "${set}" \
     --token_list "${token_list}" "$@" --output "${dir}/data.json"
-  mark_done "${dir}" "${token_list}" "dump/tokens/${set}/.done" "$@"
+  mark_done "${dir}"
 }
 
 stage_5() {
@@ -350,7 +352,7 @@ stage_5() {
     "${python}" -m opuslm.bin.make_token_list --text_tokenizer_dir "${text_dir}" \
       ${base_model:+--base_model_dir "${base_model}"} --semantic_dir "${semantic_dir}" \
       --codec_dir "${codec_dir}" --output "${token_list}"
-    mark_done data "${tokenizer_inputs[@]}"
+    mark_done data
   fi
   for set in "${speech_sets[@]}"; do
     require 4 "dump/tokens/${set}/speech.scp" "dump/tokens/${set}/text.scp"
@@ -376,7 +378,7 @@ stage_6() {
   require 5 "${token_list}"
   is_done "${base_lm_dir}" "${base_lm_config}" "${token_list}" && return 0
   train_lm "${base_lm_config}" "${base_lm_dir}"
-  mark_done "${base_lm_dir}" "${base_lm_config}" "${token_list}"
+  mark_done "${base_lm_dir}"
 }
 
 stage_7() {
@@ -388,7 +390,7 @@ stage_7() {
   fi
   is_done "${pretrain_dir}" "${train_config}" "${token_list}" ${init[@]+"${init[@]}"} && return 0
   train_lm "${train_config}" "${pretrain_dir}" ${init[@]+"${init[@]}"}
-  mark_done "${pretrain_dir}" "${train_config}" "${token_list}" ${init[@]+"${init[@]}"}
+  mark_done "${pretrain_dir}"
 }
 
 stage_8() {
@@ -399,7 +401,7 @@ stage_8() {
   require 7 "${pretrain_dir}/.done"
   is_done "${anneal_dir}" "${anneal_config}" "${pretrain_dir}/.done" && return 0
   train_lm "${anneal_config}" "${anneal_dir}" --init_from "${pretrain_dir}"
-  mark_done "${anneal_dir}" "${anneal_config}" "${pretrain_dir}/.done"
+  mark_done "${anneal_dir}"
 }
 
 # pack_model: <model>/packed, the self-contained directory that inference loads, with the decoding
@@ -418,7 +420,7 @@ pack_model() {
   "${python}" -m opuslm.bin.pack --checkpoint "${model}" --text_tokenizer_dir "${text_dir}" \
     --semantic_dir "${semantic_dir}" --codec_dir "${codec_dir}" --output_dir "${model}/packed" \
     --default_prompt_wav "${prompt_wav}" --decode_config "${decode_config}"
-  mark_done "${model}/packed" "${inputs[@]}"
+  mark_done "${model}/packed"
 }
 
 # tts_prompts <data dir>: uttid -> wav of the next utterance of the same speaker (cyclic), so a
@@ -451,7 +453,7 @@ stage_9() {
       # shellcheck disable=SC2086  # inference_args is meant to be word-split
       "${python}" -m opuslm.bin.infer --model_dir "${model}/packed" --task "${task}" \
         "${inputs[@]}" --output_dir "${dir}" --nj "${nj}" ${inference_args}
-      mark_done "${dir}" "${model}/packed/.done" "${inputs[@]}" "${inference_args}"
+      mark_done "${dir}"
     done
   done
 }
