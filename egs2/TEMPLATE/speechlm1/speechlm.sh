@@ -247,10 +247,11 @@ format_set() {
   if [ "${filter}" = yes ]; then
     awk -v lo="${min_wav_duration}" -v hi="${max_wav_duration}" \
       '$2 >= lo && $2 <= hi { print $1 }' "${dst}/utt2dur" >"${dst}/keep"
-    local short long
+    local short long file
     short=$(awk -v lo="${min_wav_duration}" '$2 < lo' "${dst}/utt2dur" | wc -l)
     long=$(awk -v hi="${max_wav_duration}" '$2 > hi' "${dst}/utt2dur" | wc -l)
-    log "${dst}: dropped ${short} utterances < ${min_wav_duration} s and ${long} > ${max_wav_duration} s; kept $(wc -l <"${dst}/keep")"
+    log "${dst}: dropped ${short} utterances < ${min_wav_duration} s and ${long}" \
+      "> ${max_wav_duration} s; kept $(wc -l <"${dst}/keep")"
     for file in wav.scp utt2dur; do
       utils/filter_scp.sh "${dst}/keep" "${dst}/${file}" >"${dst}/${file}.tmp"
       mv "${dst}/${file}.tmp" "${dst}/${file}"
