@@ -49,7 +49,8 @@ install_requires = [
 extras_require = {
     # ESPnet codec (DAC/SoundStream) and SSL (XEUS/HuBERT) models. Install with
     # tools/install_espnet.sh: a plain `pip install espnet` pins setuptools<74 (against torch 2.13.s
-    # setuptools>=77.0.3) and may swap the CPU torch for a multi-GB CUDA build.
+    # setuptools>=77.0.3) and may swap the CPU torch for a multi-GB CUDA build. espnet's gan_codec
+    # also imports torchaudio without declaring it; the script installs it beside the CPU torch.
     "espnet": ["espnet>=202412"],
     # Optional only: the PyPI wheels are CUDA-linked to their own torch and fail to import beside a
     # CPU torch. Nothing in opuslm requires it.
