@@ -12,7 +12,7 @@ APT_PACKAGES := flite sox fortunes
 APT_COMMANDS := flite sox
 PYTEST_ARGS ?=
 
-.PHONY: install system-packages test lint demo bench clean
+.PHONY: install system-packages test lint smoke demo bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -45,10 +45,14 @@ lint:
 test: lint
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS) test
 
+smoke:
+	cd egs2/mini_flite/speechlm1 && ./run.sh --preset smoke
+
 demo:
 	cd egs2/mini_flite/speechlm1 && ./run.sh
 
 bench:
+	$(VENV)/bin/pytest -q -m slow test
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
