@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from tiny_model import CODEC_CONFIG, NUM_SEMANTIC, PROMPT_FRAMES, TinyModel, tiny_packed_model
+from tiny_model import CODEC_CONFIG, NUM_SEMANTIC, PROMPT_FRAMES, TinyModel
 
 from opuslm import OpusLM
 from opuslm.api import InputError
@@ -21,11 +21,6 @@ from opuslm.vocab import TokenList
 
 GREEDY = {"semantic": {"greedy": True}, "acoustic": {"greedy": True}, "text": {"greedy": True}}
 HOP = 320
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return tiny_packed_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

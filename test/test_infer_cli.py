@@ -8,17 +8,12 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import yaml
-from tiny_model import UTTERANCES, TinyModel, tiny_packed_model
+from tiny_model import UTTERANCES, TinyModel
 
 from opuslm import OpusLM
 from opuslm.bin import infer
 
 UTTIDS = sorted(UTTERANCES)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return tiny_packed_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tiny_model import TinyModel, tiny_packed_model
+from tiny_model import TinyModel
 
 from opuslm.bin import score_text
 from opuslm.eval.text_scoring import TextScoringError, read_questions
@@ -19,11 +19,6 @@ from opuslm.tasks import Example, build_sequence
 from opuslm.tokenizers.text import load_text_tokenizer
 
 LINES = ["the cat sat on the mat", "", "we read good books in the park", "a dog"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return tiny_packed_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

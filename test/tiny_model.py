@@ -3,11 +3,7 @@
 Three flite utterances train a character sentencepiece model, an MFCC k-means semantic tokenizer
 and a 2 x 16 mel-RVQ codec; a random 2-layer Llama body (hidden 32) is saved as a checkpoint the
 way the trainer writes it and packed with `opuslm.bin.pack`. Building everything takes a few
-seconds; `tiny_packed_model` builds it once per test session.
-
-    from tiny_model import tiny_packed_model
-    @pytest.fixture(scope="session")
-    def tiny(tmp_path_factory): return tiny_packed_model(tmp_path_factory)
+seconds; the session fixture `tiny` in `conftest.py` builds it once for all test modules.
 
 `build_tiny_model(root, ModelSpec(...))` builds other sizes (benchmarks/bench_decode.py uses the
 mini recipe's).
@@ -19,7 +15,6 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import soundfile as sf
 import torch
 import transformers
@@ -160,14 +155,3 @@ def build_tiny_model(root: Path, spec: ModelSpec | None = None, seed: int = 0) -
         text=root / "text",
         wavs=wavs,
     )
-
-
-_BUILT: dict[int, TinyModel] = {}
-
-
-def tiny_packed_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    """The session's tiny model (built on first use)."""
-    key = id(tmp_path_factory)
-    if key not in _BUILT:
-        _BUILT[key] = build_tiny_model(tmp_path_factory.mktemp("tiny_opuslm"))
-    return _BUILT[key]
