@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 import yaml
 
@@ -303,3 +304,73 @@ def test_text_only_token_list_has_one_stream():
     assert out.stats["count/stream0"] == 3  # the first row is never predicted
     assert (out.stats["count/text"], out.stats["count/special"]) == (2, 1)
     assert out.num_target_frames.item() == 4
+
+
+# ------------------------------------------------------------------ optional CTC alignment loss
+def ctc_batch(token_list: TokenList, seed: int = 0):
+    """An ASR and a TTS sequence of the task templates, collated: (frames, loss_mask, lengths,
+    the ASR example's speech rows [T, S] and text ids [L])."""
+    from opuslm.data.dataset import collate
+    from opuslm.tasks import Example, build_sequence
+
+    rng = np.random.default_rng(seed)
+    speech = np.concatenate(
+        [
+            rng.integers(0, token_list.size("semantic"), (9, 1)),
+            rng.integers(0, token_list.codebook_size, (9, token_list.num_streams - 1)),
+        ],
+        axis=1,
+    )
+    text = rng.integers(0, token_list.size("text"), 4)
+    prompt = speech[:3]
+    sequences = [
+        build_sequence("asr", Example("a", text=text, speech=speech), token_list),
+        build_sequence("tts", Example("b", text=text, speech=speech, prompt=prompt), token_list),
+    ]
+    batch = collate(sequences, token_list.pad_id)
+    return batch.frames, batch.loss_mask, batch.lengths, speech, text
+
+
+def test_ctc_loss_is_added_for_asr_examples_only():
+    torch.manual_seed(0)
+    token_list = tiny_token_list()
+    plain = MultiStreamLM.from_base(tiny_config(), token_list).eval()
+    with_ctc = MultiStreamLM.from_base(tiny_config(), token_list, ctc_weight=0.5).eval()
+    with_ctc.load_state_dict({**with_ctc.state_dict(), **plain.state_dict()})
+    frames, loss_mask, lengths, speech, text = ctc_batch(token_list)
+    base = plain(frames, loss_mask, lengths)
+    out = with_ctc(frames, loss_mask, lengths)
+
+    # By hand: the ASR example's speech frames, each read where all its streams have been seen.
+    delayed = delay(frames, token_list.pad_id)
+    hidden, _ = with_ctc.hidden_states(delayed[:, :-1])
+    first_unit = token_list.encode_frames(speech)[0, 0]
+    start = int(np.flatnonzero(frames[0, :, 0].numpy() == first_unit)[0])
+    rows = torch.arange(start, start + len(speech)) + token_list.num_streams - 1
+    log_probs = with_ctc.ctc_head(hidden[0, rows]).log_softmax(-1)
+    expected = F.ctc_loss(
+        log_probs[:, None],
+        torch.as_tensor(text)[None],
+        torch.tensor([len(speech)]),
+        torch.tensor([len(text)]),
+        blank=token_list.size("text"),
+        reduction="sum",
+    )
+    assert torch.allclose(out.example_loss_sum[0], base.example_loss_sum[0] + 0.5 * expected)
+    assert torch.allclose(out.example_loss_sum[1], base.example_loss_sum[1])  # TTS: untouched
+    assert out.stats["count/ctc"] == len(text)
+    assert out.stats["loss_sum/ctc"] == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_ctc_head_trains_round_trips_and_is_optional_on_load():
+    torch.manual_seed(0)
+    token_list = tiny_token_list()
+    model = MultiStreamLM.from_base(tiny_config(), token_list, ctc_weight=1.0).train()
+    frames, loss_mask, lengths, _, _ = ctc_batch(token_list, seed=1)
+    model(frames, loss_mask, lengths).loss.backward()
+    assert model.ctc_head.weight.grad.abs().sum() > 0
+    rebuilt = MultiStreamLM.from_config_dict(model.config_dict(), token_list)
+    assert rebuilt.ctc_weight == 1.0
+    rebuilt.load_state_dict(model.state_dict())  # strict: the head is part of the architecture
+    with pytest.raises(ValueError, match="ctc_weight"):
+        MultiStreamLM.from_base(tiny_config(), token_list, ctc_weight=-1.0)

@@ -230,6 +230,24 @@ def test_annealing_starts_from_pretraining_weights_and_decays_to_zero(tmp_path):
     assert carried.optimizer.param_groups[0]["lr"] == pytest.approx(3e-3)  # not pre-training's
 
 
+def test_ctc_head_is_added_or_dropped_when_initialising(tmp_path):
+    """A CTC run starts from a plain text/speech LM checkpoint and logs its CTC loss; a run
+    without CTC starts from the CTC run's checkpoint."""
+    config_path = make_experiment(tmp_path)
+    short = ["schedule.max_steps=4", "schedule.warmup_steps=0"]
+    Trainer(load_config(config_path, short), tmp_path / "plain", SINGLE).run()
+    with_ctc = [*short, "model.ctc_weight=0.5", "--init_from", str(tmp_path / "plain")]
+    Trainer(load_config(config_path, with_ctc), tmp_path / "ctc", SINGLE).run()
+    records = [r for r in read_log(tmp_path / "ctc" / "train.log.jsonl") if r["kind"] == "train"]
+    assert all(r["ce/ctc"] > 0 for r in records)  # 3:1 asr:tts batches always hold ASR examples
+    assert "ctc_head.weight" in ckpt.load_weights(
+        tmp_path / "ctc" / "checkpoints" / "step_4" / ckpt.WEIGHTS
+    )
+    without = [*short, "--init_from", str(tmp_path / "ctc")]
+    trainer = Trainer(load_config(config_path, without), tmp_path / "again", SINGLE)
+    assert trainer.model.ctc_head is None
+
+
 # -------------------------------------------------------------------- stop, non-finite, logs
 def test_sigterm_saves_and_stops_cleanly(tmp_path):
     trainer = Trainer(load_config(make_experiment(tmp_path)), tmp_path / "exp", SINGLE)

@@ -61,8 +61,11 @@ class MultiStreamLM(nn.Module):
         body: transformers.PreTrainedModel,
         token_list: TokenList,
         loss_weights: dict[str, float] | None = None,
+        ctc_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if ctc_weight < 0:
+            raise ValueError(f"ctc_weight must be >= 0, got {ctc_weight}")
         unknown = set(loss_weights or {}) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown loss weight modalities {sorted(unknown)}, use {MODALITIES}")
@@ -86,6 +89,11 @@ class MultiStreamLM(nn.Module):
         # Per-id lookups used by the loss; derived from the token list, so not saved.
         self.register_buffer("modality_ids", modality_ids, persistent=False)
         self.register_buffer("id_weights", weights[modality_ids], persistent=False)
+        self.ctc_weight = float(ctc_weight)
+        # Text ids + blank (the last class); only built when used, so checkpoints without it load.
+        self.ctc_head = (
+            nn.Linear(body.config.hidden_size, token_list.size("text") + 1) if ctc_weight else None
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -94,6 +102,7 @@ class MultiStreamLM(nn.Module):
         base: str | os.PathLike | transformers.PretrainedConfig,
         token_list: TokenList,
         loss_weights: dict[str, float] | None = None,
+        ctc_weight: float = 0.0,
         **from_pretrained_kwargs: Any,
     ) -> MultiStreamLM:
         """Extend a base causal LM: a local HF directory (no download) or a config (random init)."""
@@ -104,7 +113,7 @@ class MultiStreamLM(nn.Module):
             body = transformers.AutoModelForCausalLM.from_pretrained(
                 os.fspath(base), local_files_only=True, **kwargs
             )
-        return cls(body, token_list, loss_weights)
+        return cls(body, token_list, loss_weights, ctc_weight)
 
     def config_dict(self) -> dict:
         """JSON/YAML-serialisable description; `from_config_dict` rebuilds the architecture."""
@@ -114,6 +123,7 @@ class MultiStreamLM(nn.Module):
             "format": CONFIG_FORMAT,
             "body": body_config,
             "loss_weights": dict(self.loss_weights),
+            "ctc_weight": self.ctc_weight,
         }
 
     @classmethod
@@ -126,7 +136,7 @@ class MultiStreamLM(nn.Module):
             )
         body_config = transformers.AutoConfig.for_model(**config["body"])
         body = transformers.AutoModelForCausalLM.from_config(body_config)
-        return cls(body, token_list, config.get("loss_weights"))
+        return cls(body, token_list, config.get("loss_weights"), config.get("ctc_weight", 0.0))
 
     def _extend_vocabulary(self) -> None:
         """Grow embedding and head from the text rows to the joint vocabulary."""
@@ -276,9 +286,14 @@ class MultiStreamLM(nn.Module):
         example_loss_sum = torch.zeros(batch, device=frames.device, dtype=ce0.dtype)
         example_loss_sum.index_add_(0, example_index[rows0], weighted0)
         example_loss_sum.index_add_(0, example_index[rows_c], weighted_c.sum(-1))
-        loss_sum = example_loss_sum.sum()
         num_target_frames = target_frames.sum()
         stats = self._stats(ce0, correct0, targets0, ce_c, correct_c, mask_c)
+        if self.ctc_head is not None:
+            ctc, ctc_examples, num_chars = self._ctc_loss(frames, hidden, target_frames, lengths)
+            example_loss_sum.index_add_(0, ctc_examples, self.ctc_weight * ctc)
+            stats["loss_sum/ctc"] = float(ctc.detach().sum())
+            stats["count/ctc"] = float(num_chars)
+        loss_sum = example_loss_sum.sum()
         return LMOutput(
             loss=loss_sum / num_target_frames.clamp(min=1),
             loss_sum=loss_sum,
@@ -286,6 +301,51 @@ class MultiStreamLM(nn.Module):
             example_loss_sum=example_loss_sum,
             stats=stats,
         )
+
+    def _ctc_loss(
+        self,
+        frames: torch.Tensor,
+        hidden: torch.Tensor,
+        target_frames: torch.Tensor,
+        lengths: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """CTC of the text target from the speech-condition frames of each ASR-shaped example.
+
+        frames [B, T, S] undelayed ids, hidden [B, L-1, H] (delayed rows), target_frames [B, T].
+        Speech frame t is read at hidden row t + S - 1, the first row that has seen all of its
+        streams (stream s is delayed by s). Returns the CTC NLL per used example [B'], the indices
+        of those examples [B'] and the number of target text tokens.
+        """
+        stream0 = frames[..., 0]
+        positions = torch.arange(frames.shape[1], device=frames.device)
+        valid = positions < lengths[:, None]
+        sem_lo, sem_hi = self.token_list.ranges["semantic"]
+        txt_lo, txt_hi = self.token_list.ranges["text"]
+        speech = valid & ~target_frames & (stream0 >= sem_lo) & (stream0 < sem_hi)  # [B, T]
+        text = target_frames & (stream0 >= txt_lo) & (stream0 < txt_hi)  # [B, T]
+        used = torch.nonzero(speech.any(1) & text.any(1)).flatten()  # [B']
+        if len(used) == 0:
+            return hidden.new_zeros(0), used, 0
+        speech, text, stream0 = speech[used], text[used], stream0[used]
+        input_lengths, target_lengths = speech.sum(1), text.sum(1)  # [B']
+        # A stable sort of "not speech" moves each example's speech frames to the front, in order.
+        speech_order = torch.argsort((~speech).to(torch.int8), dim=1, stable=True)
+        rows = speech_order[:, : int(input_lengths.max())] + self.num_streams - 1  # [B', N]
+        picked = hidden[used].gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
+        log_probs = F.log_softmax(self.ctc_head(picked).float(), dim=-1)  # [B', N, n_text + 1]
+        text_order = torch.argsort((~text).to(torch.int8), dim=1, stable=True)
+        targets = stream0.gather(1, text_order[:, : int(target_lengths.max())]) - txt_lo
+        targets = targets.clamp(0, txt_hi - txt_lo - 1)  # entries past a target's length: unused
+        ctc = F.ctc_loss(
+            log_probs.transpose(0, 1),
+            targets,
+            input_lengths,
+            target_lengths,
+            blank=txt_hi - txt_lo,
+            reduction="none",
+            zero_infinity=True,  # speech too short for its text: no gradient, not a NaN
+        )
+        return ctc, used, int(target_lengths.sum())
 
     def _codebook_loss(
         self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor

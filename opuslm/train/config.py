@@ -33,6 +33,8 @@ class ModelConfig:
     base: str | dict = ""
     # Per-modality loss weights (text / special / semantic / acoustic); None = the model's defaults.
     loss_weights: dict[str, float] | None = None
+    # Weight of the optional CTC alignment loss on the speech frames of ASR examples (0 = off).
+    ctc_weight: float = 0.0
     gradient_checkpointing: bool = False
 
 

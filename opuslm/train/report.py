@@ -71,7 +71,8 @@ def summarise(sums: dict[str, float]) -> dict[str, float]:
         if key.startswith("count/") and count > 0:
             name = key.split("/", 1)[1]
             out[f"ce/{name}"] = sums[f"loss_sum/{name}"] / count
-            out[f"acc/{name}"] = sums[f"correct/{name}"] / count
+            if f"correct/{name}" in sums:  # the CTC loss has no accuracy
+                out[f"acc/{name}"] = sums[f"correct/{name}"] / count
         if key.startswith("task_frames/") and count > 0:
             task = key.split("/", 1)[1]
             out[f"loss/{task}"] = sums[f"task_loss_sum/{task}"] / count

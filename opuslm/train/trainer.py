@@ -79,7 +79,9 @@ def build_model(config: Config, token_list: TokenList) -> MultiStreamLM:
             raise ValueError("model.base as a dict needs a model_type (e.g. llama)")
         fields = {"vocab_size": token_list.size("text"), **base}
         base = transformers.AutoConfig.for_model(**fields)
-    return MultiStreamLM.from_base(base, token_list, config.model.loss_weights)
+    return MultiStreamLM.from_base(
+        base, token_list, config.model.loss_weights, config.model.ctc_weight
+    )
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -156,7 +158,10 @@ class Trainer:
         weights_from = resume_from or init_from
         if weights_from is not None:
             ckpt.require_token_list(weights_from, self.token_list)
-            self.model.load_state_dict(ckpt.load_weights(weights_from / ckpt.WEIGHTS))
+            state = ckpt.load_weights(weights_from / ckpt.WEIGHTS)
+            if init_from is not None:
+                state = self._adapt_optional_heads(state, init_from)
+            self.model.load_state_dict(state)
         if config.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.wrapped = wrap_model(self.model, cfg_train.parallel, info)
@@ -251,6 +256,22 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------ checkpoints
+    def _adapt_optional_heads(
+        self, state: dict[str, torch.Tensor], source: Path
+    ) -> dict[str, torch.Tensor]:
+        """Initialising from a model with/without the optional CTC head: a head this run adds
+        keeps its fresh weights, one this run drops is left out (both logged)."""
+        own = self.model.state_dict()
+        head = "ctc_head."
+        added = [k for k in own if k.startswith(head) and k not in state]
+        dropped = [k for k in state if k.startswith(head) and k not in own]
+        if added:
+            logger.info("%s has no CTC head: this run's starts from random weights", source)
+        if dropped:
+            logger.info("%s has a CTC head this run does not use: left out", source)
+        kept = {k: v for k, v in state.items() if k not in dropped}
+        return {**kept, **{k: own[k] for k in added}}
+
     def _set_optimizer_state(self, state: dict[str, Any]) -> None:
         set_optimizer_state_dict(
             self.wrapped, self.optimizer, state, options=StateDictOptions(full_state_dict=True)
