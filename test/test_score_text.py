@@ -137,3 +137,39 @@ def test_malformed_questions_are_named_by_line(tmp_path: Path):
     )
     with pytest.raises(TextScoringError, match=r"mmlu.jsonl:2: answer 'C' is outside"):
         read_questions(path)
+
+
+def test_base_lm_export_and_opuslm_score_the_same_tokens(tiny: TinyModel, held_out, tmp_path):
+    """The recipe's stage 10 pair: the exported base LM (text rows only) and the packed OpusLM of
+    the same weights count the same units; the export renormalises over the text ids, so its
+    perplexity can only be lower. Kaldi text (uttid first) scores as its plain lines."""
+    from opuslm.bin import export_hf
+
+    kaldi = tmp_path / "text"
+    kaldi.write_text("".join(f"utt{i} {line}\n" for i, line in enumerate(LINES)))
+    assert (
+        export_hf.main(
+            ["--checkpoint", str(tiny.checkpoint_dir), "--output_dir", str(tmp_path / "hf")]
+        )
+        == 0
+    )
+    text = ("--text", str(kaldi), "--text_format", "kaldi", "--test_set", "held")
+    base = run_score(
+        tmp_path / "base",
+        *(
+            "--hf_model_dir",
+            str(tmp_path / "hf"),
+            "--text_tokenizer_dir",
+            str(tiny.text_tokenizer_dir),
+        ),
+        *text,
+    )
+    opus = run_score(tmp_path / "opus", "--model_dir", str(tiny.packed_dir), *text)
+    plain = run_score(
+        tmp_path / "plain", "--model_dir", str(tiny.packed_dir), "--text", str(held_out)
+    )
+    assert opus["ppl"] == pytest.approx(plain["ppl"], rel=1e-9)
+    assert base["test_set"] == opus["test_set"] == "held"
+    assert base["tokenizer_md5"] == opus["tokenizer_md5"]
+    assert base["num_tokens"] == opus["num_tokens"] == plain["num_tokens"]
+    assert base["ppl"] < opus["ppl"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -22,19 +23,21 @@ log = logging.getLogger("opuslm.score_text")
 
 
 def load_scorer(args: argparse.Namespace):
-    """(scorer, text tokenizer, model path) for a packed OpusLM or a Hugging Face base LM."""
+    """(scorer, text tokenizer, model path, tokenizer path): a packed OpusLM or an HF base LM."""
     from opuslm.tokenizers.text import load_text_tokenizer
 
     if args.model_dir is not None:
-        from opuslm.packing import load_packed
+        from opuslm.packing import TEXT_TOKENIZER, load_packed
 
         packed = load_packed(args.model_dir, args.device)
-        return OpusLMTokenScorer(packed.model), packed.text_tokenizer, args.model_dir
-    tokenizer = load_text_tokenizer(args.text_tokenizer_dir or args.hf_model_dir)
+        tokenizer_dir = args.model_dir / TEXT_TOKENIZER
+        return OpusLMTokenScorer(packed.model), packed.text_tokenizer, args.model_dir, tokenizer_dir
+    tokenizer_dir = args.text_tokenizer_dir or args.hf_model_dir
     return (
         HFTokenScorer.from_pretrained(args.hf_model_dir, args.device),
-        tokenizer,
+        load_text_tokenizer(tokenizer_dir),
         args.hf_model_dir,
+        tokenizer_dir,
     )
 
 
@@ -50,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--text", type=Path, help="held-out text, one passage per line")
     parser.add_argument(
+        "--text_format",
+        choices=("plain", "kaldi"),
+        default="plain",
+        help="kaldi: each line starts with an utterance id, which is not scored",
+    )
+    parser.add_argument("--test_set", help="name of the held-out set, for RESULTS.md tables")
+    parser.add_argument(
         "--mmlu",
         type=Path,
         help='JSON lines {"question": .., "choices": [..], "answer": index or letter}',
@@ -62,11 +72,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --text, --mmlu or both")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
-        scorer, tokenizer, model_path = load_scorer(args)
+        scorer, tokenizer, model_path, tokenizer_path = load_scorer(args)
         score: dict = {"task": "text", "model": str(model_path)}
+        if args.test_set:
+            score["test_set"] = args.test_set
         if args.text is not None:
-            result = perplexity(scorer, tokenizer, read_lines(args.text), args.batch_size)
+            lines = read_lines(args.text)
+            if args.text_format == "kaldi":
+                lines = [line.split(maxsplit=1)[1] if " " in line.strip() else "" for line in lines]
+            result = perplexity(scorer, tokenizer, lines, args.batch_size)
             score.update(
+                # Each line's tokens and eos are scored, after bos; the checksum of the token
+                # strings tells whether two perplexities count the same units.
+                unit="text tokenizer token",
+                tokenizer=str(tokenizer_path),
+                tokenizer_md5=hashlib.md5("\n".join(tokenizer.tokens()).encode()).hexdigest(),
                 ppl=result.ppl,
                 nll_per_token=result.nll_per_token,
                 num_tokens=result.num_tokens,
