@@ -1,0 +1,106 @@
+"""Greedy ASR of a token-dump manifest with a training checkpoint: no audio, no codec, no packing.
+
+For experiments (egs2/mini_flite EXPERIMENTS.md): a checkpoint's held-out transcripts straight from
+the `asr` manifest that stage 5 wrote, on CPU or GPU, in batches. The output is a Kaldi `text`
+table that `opuslm.bin.score_asr` scores like stage 9's. Packed models decode audio with
+`opuslm.bin.infer` instead.
+
+    python -m opuslm.bin.decode_asr_dumps --checkpoint exp/speechlm_demo \\
+        --manifest exp/manifests/asr_test/data.json --text_tokenizer_dir exp/tokenizers/text \\
+        --output exp/speechlm_demo/dumps_asr_test/text
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from opuslm.data.dataset import ManifestReader
+from opuslm.data.manifest import Manifest
+from opuslm.fileio import write_text_atomic
+from opuslm.model.generate import GenerationConfig, generate
+from opuslm.model.lm import MultiStreamLM
+from opuslm.tasks import Example, generation_prompt
+from opuslm.tokenizers.text import load_text_tokenizer
+from opuslm.train import checkpoint as ckpt
+from opuslm.vocab import TokenList
+
+log = logging.getLogger("opuslm.decode_asr_dumps")
+
+
+def load_checkpoint_model(path: str | Path, device: str | torch.device) -> MultiStreamLM:
+    """The MultiStreamLM of a training checkpoint (step dir, checkpoints root or experiment dir)."""
+    directory = ckpt.resolve_checkpoint(path)
+    token_list = TokenList.load(directory / ckpt.TOKEN_LIST)
+    model_config = ckpt.load_checkpoint_config(directory)["model"]
+    model = MultiStreamLM.from_config_dict(model_config, token_list)
+    model.load_state_dict(ckpt.load_weights(directory / ckpt.WEIGHTS))
+    return model.to(device).eval()
+
+
+def transcribe_manifest(
+    model: MultiStreamLM,
+    manifest: Manifest,
+    decode_text,
+    batch_size: int = 16,
+    max_frames: int = 200,
+) -> dict[str, str]:
+    """{uttid: greedy transcript} of every utterance of an `asr` manifest, longest first."""
+    if manifest.task != "asr":
+        raise ValueError(f"{manifest.path}: an asr manifest is needed, got task {manifest.task!r}")
+    manifest.require_token_list(model.token_list)
+    reader = ManifestReader(manifest, prompt_source="self", prompt_frames=0)
+    order = np.argsort(-manifest.lengths(0), kind="stable")  # similar lengths share a batch
+    config = GenerationConfig(target="text", max_frames=max_frames)
+    out = {}
+    for start in tqdm(range(0, len(order), batch_size), desc="asr", unit="batch"):
+        examples = [
+            reader.example(int(i), np.random.default_rng(0)) for i in order[start:][:batch_size]
+        ]
+        prompts = [
+            torch.from_numpy(
+                generation_prompt("asr", Example(e.uttid, speech=e.speech), model.token_list)
+            )
+            for e in examples
+        ]
+        for example, frames in zip(examples, generate(model, prompts, config)):
+            ids = model.token_list.decode_text(frames[:, 0].cpu().numpy())
+            out[example.uttid] = decode_text(ids.tolist())
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="step dir or experiment dir (latest)")
+    parser.add_argument("--manifest", required=True, help="an asr manifest (data.json)")
+    parser.add_argument("--text_tokenizer_dir", required=True)
+    parser.add_argument("--output", required=True, help="Kaldi text table to write")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--max_frames", type=int, default=200)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    started = time.perf_counter()
+    model = load_checkpoint_model(args.checkpoint, args.device)
+    tokenizer = load_text_tokenizer(args.text_tokenizer_dir)
+    with torch.inference_mode():
+        hyps = transcribe_manifest(
+            model, Manifest.load(args.manifest), tokenizer.decode, args.batch_size, args.max_frames
+        )
+    lines = [f"{uttid} {text}".rstrip() for uttid, text in sorted(hyps.items())]
+    write_text_atomic(Path(args.output), "\n".join(lines) + "\n")
+    log.info(
+        "%d transcripts -> %s in %.1f s", len(hyps), args.output, time.perf_counter() - started
+    )
+
+
+if __name__ == "__main__":
+    main()
