@@ -1,9 +1,10 @@
 """Training examples from task manifests: lazy token-dump reads, task sequences, padded batches.
 
-`TaskDataset[BatchItem]` reads one utterance's entries through `kaldiio.load_scp` (lazy: an ark
-is opened only when a matrix is read), builds the `opuslm.tasks.Example` (a TTS prompt from another
-utterance of the same speaker, or the utterance's own prefix), and returns
-`opuslm.tasks.build_sequence`'s `TaskSequence`. `collate` pads them into a `Batch`.
+`TaskDataset[BatchItem]` reads one utterance's entries through `opuslm.data.ark.ScpTable` (lazy:
+an ark is opened only when a matrix is read; pipes and pickles are refused), builds the
+`opuslm.tasks.Example` (a TTS prompt from another utterance of the same speaker, or the
+utterance's own prefix), and returns `opuslm.tasks.build_sequence`'s `TaskSequence`, checked to
+have the length the manifest promised the sampler. `collate` pads them into a `Batch`.
 
 Randomness (which prompt utterance, which prompt window) comes from a generator seeded by
 `(seed, batch position, manifest, utterance)`, so a batch is the same whichever worker builds it
@@ -12,15 +13,14 @@ and after a resume.
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import kaldiio
 import numpy as np
 import torch
 
+from opuslm.data.ark import ScpTable
 from opuslm.data.manifest import Manifest, ManifestError, check_entry_shape, read_key_value_file
 from opuslm.data.sampler import BatchItem
 from opuslm.tasks import Example, TaskSequence, build_sequence, crop_prompt, pick_prompt_uttid
@@ -88,10 +88,10 @@ class ManifestReader:
         self.manifest = manifest
         self.uttids = manifest.uttids
         self.tables = {
-            name: kaldiio.load_scp(os.fspath(manifest.path_of(path)))
-            for name, path in manifest.entries.items()
+            name: ScpTable(manifest.path_of(path)) for name, path in manifest.entries.items()
         }
         self.prompt_frames = manifest.prompt_frames if prompt_frames is None else prompt_frames
+        self.expected_lengths = manifest.lengths(self.prompt_frames)
         self.speaker_utts: dict[str, list[str]] = {}
         self.utt2spk: dict[str, str] = {}
         if manifest.task == "tts" and prompt_source == "speaker":
@@ -134,7 +134,7 @@ class ManifestReader:
         return Example(uttid=uttid, **fields)
 
     def lengths(self) -> np.ndarray:
-        return self.manifest.lengths(self.prompt_frames)
+        return self.expected_lengths
 
 
 class TaskDataset(torch.utils.data.Dataset):
@@ -164,6 +164,15 @@ class TaskDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng((self.seed, item.position, item.manifest, item.index))
         example = reader.example(item.index, rng)
         sequence = build_sequence(reader.manifest.task, example, self.token_list, self.loss_region)
+        expected = int(reader.expected_lengths[item.index])
+        if len(sequence.frames) != expected:
+            # The sampler packed the batch by the manifest's length: a longer sequence would
+            # silently overrun the frame budget.
+            raise ManifestError(
+                f"{reader.manifest.path}: utterance {example.uttid!r} makes "
+                f"{len(sequence.frames)} rows but the manifest says {expected}: the dumps or "
+                "their length files changed since it was built; rebuild it (make_manifest)"
+            )
         if not item.counted:  # a filler example for a rank with an empty slice: no loss
             sequence.loss_mask[:] = False
         return sequence

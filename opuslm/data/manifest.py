@@ -12,7 +12,8 @@ data loader:
 
 Every path (entry files, `utt2spk`, token list) is stored RELATIVE TO THE MANIFEST'S DIRECTORY,
 so an experiment tree can be moved as a whole; `Manifest.path_of` resolves them. The scp files
-themselves point at their arks as kaldiio wrote them (usually relative to the recipe directory).
+themselves point at their arks as kaldiio wrote them (usually relative to the recipe directory);
+they are read by `opuslm.data.ark`, which never runs a pipe or unpickles a record.
 
 Per utterance the manifest holds the length of each entry (frames for speech, tokens for text)
 and `length`: the number of rows of the task sequence that `opuslm.tasks.build_sequence` makes
@@ -29,9 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import kaldiio
 import numpy as np
 
+from opuslm.data.ark import ScpTable
 from opuslm.fileio import write_text_atomic
 from opuslm.vocab import TokenList
 
@@ -45,6 +46,18 @@ TASK_ENTRIES: dict[str, tuple[str, ...]] = {
     "tts": ("text", "speech"),
     "audiolm": ("speech",),
     "textlm": ("text",),
+}
+# The JSON type of each manifest key (checked on load: the file may come from elsewhere).
+MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "task": (str,),
+    "dataset": (str,),
+    "entries": (dict,),
+    "utt2spk": (str, type(None)),
+    "token_list": (str,),
+    "token_list_sha256": (str,),
+    "num_streams": (int,),
+    "prompt_frames": (int,),
+    "utterances": (dict,),
 }
 # Per-utterance length files that ESPnet-style dumpers leave next to the scp.
 LENGTH_FILES = {"speech": "utt2num_frames", "text": "utt2num_tokens"}
@@ -81,8 +94,12 @@ def sha256_of(path: str | os.PathLike) -> str:
 def read_key_value_file(path: str | os.PathLike) -> dict[str, str]:
     """A Kaldi `uttid value` file -> dict, with errors naming the file and line."""
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ManifestError(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from None
             parts = line.split(maxsplit=1)
             if not parts:
                 continue
@@ -113,7 +130,7 @@ def entry_lengths(name: str, scp: Path, num_streams: int) -> dict[str, int]:
     Speech matrices must have `num_streams` columns; with a length file only the first one is
     read to check that (reading every ark is what the length file is there to avoid).
     """
-    table = kaldiio.load_scp(str(scp))
+    table = ScpTable(scp)
     length_file = scp.parent / LENGTH_FILES[name]
     if length_file.exists():
         lengths = read_lengths(length_file)
@@ -243,6 +260,16 @@ class Manifest:
         if not isinstance(payload, dict) or any(k not in payload for k in keys):
             missing = [k for k in keys if not isinstance(payload, dict) or k not in payload]
             raise ManifestError(f"{path}: missing keys {missing}")
+        for key, kind in MANIFEST_TYPES.items():
+            value = payload[key]
+            if not isinstance(value, kind) or isinstance(value, bool):
+                names = " or ".join(t.__name__ for t in kind)
+                raise ManifestError(f"{path}: {key} must be {names}, got {value!r:.80}")
+        for key in ("entries", "utterances"):
+            if not all(isinstance(k, str) for k in payload[key]):
+                raise ManifestError(f"{path}: {key} must be keyed by strings")
+        if not all(isinstance(v, str) for v in payload["entries"].values()):
+            raise ManifestError(f"{path}: entries must map names to scp paths")
         manifest = cls(path=path, **{k: payload[k] for k in keys})
         manifest.validate()
         return manifest
@@ -253,11 +280,19 @@ class Manifest:
         missing = [e for e in TASK_ENTRIES[self.task] if e not in self.entries]
         if missing:
             raise ManifestError(f"{self.path}: task {self.task} needs entries {missing}")
+        if self.num_streams < 1 or self.prompt_frames < 0:
+            raise ManifestError(
+                f"{self.path}: num_streams {self.num_streams} must be >= 1 and prompt_frames "
+                f"{self.prompt_frames} >= 0"
+            )
         if not self.utterances:
             raise ManifestError(f"{self.path}: the manifest has no utterances")
         for uttid, info in self.utterances.items():
-            if not isinstance(info, Mapping) or not isinstance(info.get("length"), int):
-                raise ManifestError(f"{self.path}: utterance {uttid!r} has no integer 'length'")
+            length = info.get("length") if isinstance(info, Mapping) else None
+            if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+                raise ManifestError(
+                    f"{self.path}: utterance {uttid!r} has no positive integer 'length'"
+                )
 
 
 def build_manifest(
