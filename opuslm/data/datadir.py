@@ -46,6 +46,7 @@ _KEY_VALUE = re.compile(r"([^ \t]+)[ \t]*(.*)")
 # error. For str patterns `\s` is exactly the characters for which str.isspace() is true.
 _WHITESPACE = re.compile(r"\s")
 _ARK_OFFSET = re.compile(r"(.+):[0-9]+")
+_BOM = "\ufeff"
 
 
 class DataDirError(ValueError):
@@ -103,6 +104,11 @@ def _scan_table(path: Path, name: str) -> _Table:
                 bad = f"byte {raw[e.start]:#04x} at column {e.start + 1}"
                 problems.append(Problem(name, line_number, f"not valid UTF-8 ({bad})"))
                 continue
+            if line_number == 1 and line.startswith(_BOM):
+                # Editors on Windows add it; Kaldi tools would read it as part of the first id.
+                message = "starts with a UTF-8 byte order mark (BOM); save the file without it"
+                problems.append(Problem(name, line_number, message))
+                line = line[len(_BOM) :]
             if line.endswith("\r"):
                 # Kept as an entry (fixing rewrites it without the CR), but every Kaldi tool would
                 # read the CR as part of the last field.
@@ -309,11 +315,12 @@ def validate_data_dir(
 ) -> list[Problem]:
     """Check a data directory against the rules; an empty list means it is valid.
 
-    Rules: required files exist; every table is valid UTF-8, sorted (C locale), with unique ids
-    free of whitespace; every utterance is in every utterance-keyed table; transcripts are not
-    empty; plain audio paths exist (pipes are not executed; skipped when `check_audio_exists` is
-    False); spk2utt agrees with utt2spk; segments name a recording of wav.scp and end after they
-    start; durations are positive. Problems are ordered by file, then line.
+    Rules: required files exist and are not empty; every table is valid UTF-8 without a byte
+    order mark, sorted (C locale), with unique ids free of whitespace; every utterance is in every
+    utterance-keyed table; transcripts are not empty; plain audio paths exist (pipes are not
+    executed; skipped when `check_audio_exists` is False); spk2utt agrees with utt2spk; segments
+    name a recording of wav.scp and end after they start; durations are positive. Problems are
+    ordered by file, then line.
     """
     directory = _existing_dir(path)
     names = _table_names(directory)
@@ -322,6 +329,11 @@ def validate_data_dir(
         Problem(name, None, "required file is missing") for name in require if name not in names
     ]
     tables = {name: _scan_table(directory / name, name) for name in names}
+    problems += [
+        Problem(name, None, "required file is empty (no utterances)")
+        for name in require
+        if name in tables and tables[name].num_lines == 0
+    ]
 
     for name, table in tables.items():
         problems += table.problems
