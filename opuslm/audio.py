@@ -14,6 +14,7 @@ import functools
 import io
 import logging
 import os
+import struct
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from opuslm.data.datadir import parse_segment, read_table
 from opuslm.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
+
+_STREAMED_WAV_SIZE = 0x7FFFF000
 
 
 class AudioError(ValueError):
@@ -79,6 +82,28 @@ def _decode(
     return wav, sr
 
 
+def wav_shortfall(path: str) -> tuple[int, int] | None:
+    """(declared, present) bytes of a RIFF/WAVE file's data chunk when it is cut short, else None.
+
+    libsndfile reads a truncated WAV file without complaint (it trusts the file size), so a
+    half-copied file would be tokenized as shorter audio with the full transcript.
+    """
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:] != b"WAVE":
+            return None
+        file_size = os.fstat(f.fileno()).st_size
+        while len(chunk := f.read(8)) == 8:
+            (size,) = struct.unpack("<I", chunk[4:])
+            if chunk[:4] == b"data":
+                present = file_size - f.tell()
+                # 0 or >= 0x7FFFF000 (sox, ffmpeg): streamed by a tool that did not know the length.
+                unknown = size == 0 or size >= _STREAMED_WAV_SIZE
+                return None if unknown or present >= size else (size, present)
+            f.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even size
+    return None
+
+
 def _run_pipe(command: str, uttid: str) -> io.BytesIO:
     try:
         return io.BytesIO(_pipe_stdout(command))
@@ -115,6 +140,13 @@ def read_native(
     else:
         if not Path(where).is_file():
             raise AudioError(f"utterance {uttid}: audio file {where} does not exist")
+        shortfall = wav_shortfall(where)
+        if shortfall is not None:
+            declared, present = shortfall
+            raise AudioError(
+                f"utterance {uttid} ({where}): truncated WAV file: its header declares "
+                f"{declared} bytes of audio but only {present} follow (an interrupted copy?)"
+            )
         source = where
     wav, sr = _decode(source, uttid, where, segment)
     if wav.shape[0] == 0:
