@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle  # only for its exception type: nothing here unpickles
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from opuslm.fileio import write_text_atomic
@@ -69,10 +71,12 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         with safe_open(str(path), framework="pt") as f:
             state = {name: f.get_tensor(name) for name in f.keys()}
             metadata = f.metadata() or {}
+        for alias, name in json.loads(metadata.get("aliases", "{}")).items():
+            state[alias] = state[name]
     except FileNotFoundError:
         raise CheckpointError(f"{path}: weights file not found") from None
-    for alias, name in json.loads(metadata.get("aliases", "{}")).items():
-        state[alias] = state[name]
+    except (SafetensorError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors weights file ({e!r})") from None
     return state
 
 
@@ -179,7 +183,16 @@ def load_train_state(directory: str | os.PathLike) -> dict[str, Any]:
     path = Path(directory) / TRAIN_STATE
     if not path.exists():
         raise CheckpointError(f"{path}: training state not found (weights-only checkpoint?)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError) as e:
+        # torch's own message suggests weights_only=False, which would run the file's code.
+        match = re.search(r"WeightsUnpickler error:\s*(\S.*)", str(e))
+        reason = match.group(1) if match else (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(
+            f"{path}: refused: not a training state written by opuslm (only tensors and plain "
+            f"containers are loaded, nothing is unpickled): {reason}"
+        ) from None
 
 
 def load_checkpoint_config(directory: str | os.PathLike) -> dict[str, Any]:
