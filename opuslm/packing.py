@@ -105,6 +105,8 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
     """
     if task not in TASK_TARGETS:
         raise PackError(f"{where}: unknown task {task!r}; known tasks: {', '.join(TASK_TARGETS)}")
+    if not isinstance(settings, dict):
+        raise PackError(f"{where}: decoding settings must be a mapping, got {settings!r:.80}")
     modality_keys = {f.name for f in dataclasses.fields(SamplingConfig)}
     known = {"text", "semantic", "acoustic", "min_frames", "max_frames"}
     unknown = sorted(set(settings) - known)
@@ -154,6 +156,25 @@ def _default_decoding(frame_rate: float) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------ config.yaml
+PROMPT_SOURCES = ("speaker", "self")
+_OPTIONAL_PATH = (str, type(None))
+# The YAML type of each PackedConfig key: a downloaded config.yaml is checked before use.
+_CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (dict,),
+    "sample_rate": (int,),
+    "frame_rate": (int, float),
+    "prompt_frames": (int,),
+    "prompt_source": (str,),
+    "decoding": (dict,),
+    "text_tokenizer": (str,),
+    "semantic": (str,),
+    "codec": (str,),
+    "default_prompt": _OPTIONAL_PATH,
+    "source_checkpoint": _OPTIONAL_PATH,
+    "format": (int,),
+}
+
+
 @dataclass
 class PackedConfig:
     """config.yaml of a packed directory; tokenizer entries are paths relative to it."""
@@ -194,7 +215,22 @@ class PackedConfig:
         )
         if missing:
             raise PackError(f"{path}: missing config key {missing[0]!r}")
+        for name, value in data.items():
+            kinds = _CONFIG_TYPES[name]
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise PackError(f"{path}: {name} must be {names}, got {value!r:.80}")
         config = cls(**data)
+        if min(config.sample_rate, config.frame_rate, config.prompt_frames) <= 0:
+            raise PackError(
+                f"{path}: sample_rate, frame_rate and prompt_frames must be positive, got "
+                f"{config.sample_rate}, {config.frame_rate}, {config.prompt_frames}"
+            )
+        if config.prompt_source not in PROMPT_SOURCES:
+            raise PackError(
+                f"{path}: prompt_source must be one of {PROMPT_SOURCES}, "
+                f"got {config.prompt_source!r}"
+            )
         if config.format != FORMAT_VERSION:
             raise PackError(
                 f"{path}: packed format {config.format}, this version reads {FORMAT_VERSION}"
