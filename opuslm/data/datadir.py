@@ -12,6 +12,7 @@ This module is the single implementation of the rules: `utils/validate_data_dir.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -207,6 +208,8 @@ def parse_segment(value: str) -> tuple[str, float, float]:
         start, end = float(start_s), float(end_s)
     except ValueError:
         raise ValueError(f"start/end {start_s!r} {end_s!r} are not numbers") from None
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise ValueError(f"start/end {start_s!r} {end_s!r} are not finite numbers")
     if start < 0:
         raise ValueError(f"negative start {start_s}")
     if end != -1 and end <= start:
@@ -238,7 +241,7 @@ def _value_problem(name: str, entry: _Entry) -> str | None:
             duration = float(value)
         except ValueError:
             duration = -1.0
-        if not duration > 0:
+        if not (math.isfinite(duration) and duration > 0):
             return f"duration {value!r} of {key!r} is not a positive number"
     if name == "segments":
         try:
@@ -249,14 +252,14 @@ def _value_problem(name: str, entry: _Entry) -> str | None:
 
 
 def _audio_is_missing(value: str) -> bool:
-    """True for a plain path (or Kaldi `file.ark:offset`) that does not exist; pipes never run.
+    """True for a plain path (or Kaldi `file.ark:offset`) that is not a file; pipes never run.
 
     Relative paths are relative to the working directory, as in Kaldi recipes.
     """
-    if value.endswith("|") or os.path.exists(value):
+    if value.endswith("|") or os.path.isfile(value):
         return False
     offset = _ARK_OFFSET.fullmatch(value)
-    return not (offset and os.path.exists(offset.group(1)))
+    return not (offset and os.path.isfile(offset.group(1)))
 
 
 def _sort_problem(name: str, entries: Sequence[_Entry]) -> Problem | None:
