@@ -4,7 +4,7 @@ A data directory (DESIGN.md section 3) is a set of table files, one `<id> <value
 `wav.scp`, `text`, `utt2spk`, `spk2utt`, optional `segments` (then `wav.scp` is keyed by recording
 id) and `utt2dur`, plus any other `utt2*`, `reco2*` or `spk2gender` table. Every file is sorted by
 id in C locale (`LC_ALL=C sort`, which is Python's code-point order for UTF-8), ids are unique,
-valid UTF-8 and free of whitespace.
+valid UTF-8 and free of whitespace and control characters.
 
 This module is the single implementation of the rules: `utils/validate_data_dir.sh` and
 `utils/fix_data_dir.sh` call `opuslm.bin.validate_data_dir` / `fix_data_dir`, which call it.
@@ -46,6 +46,8 @@ _KEY_VALUE = re.compile(r"([^ \t]+)[ \t]*(.*)")
 # Kaldi splits fields at spaces and tabs only; any other whitespace (NBSP, CR, ...) in an id is an
 # error. For str patterns `\s` is exactly the characters for which str.isspace() is true.
 _WHITESPACE = re.compile(r"\s")
+# Control characters (NUL, ESC, ...) in an id break shell tools and terminals alike.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _ARK_OFFSET = re.compile(r"(.+):[0-9]+")
 _BOM = "\ufeff"
 
@@ -127,6 +129,10 @@ def _scan_table(path: Path, name: str) -> _Table:
             if _WHITESPACE.search(key):
                 problems.append(Problem(name, line_number, f"id {key!r} contains whitespace"))
                 continue
+            if _CONTROL.search(key):
+                message = f"id {key!r} contains a control character"
+                problems.append(Problem(name, line_number, message))
+                continue
             if key in first_line:
                 message = f"duplicate id {key!r} (first on line {first_line[key]})"
                 problems.append(Problem(name, line_number, message))
@@ -153,8 +159,10 @@ def _table_text(table: Mapping[str, str] | Iterable[tuple[str, str]], path: Path
     items = table.items() if isinstance(table, Mapping) else table
     lines = []
     for key, value in items:
-        if not key or _WHITESPACE.search(key):
-            raise DataDirError(f"{path}: id {key!r} is empty or contains whitespace")
+        if not key or _WHITESPACE.search(key) or _CONTROL.search(key):
+            raise DataDirError(
+                f"{path}: id {key!r} is empty or contains whitespace or a control character"
+            )
         if "\n" in value:
             raise DataDirError(f"{path}: value of {key!r} contains a newline")
         lines.append(f"{key} {value}\n" if value else f"{key}\n")
