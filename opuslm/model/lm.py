@@ -12,6 +12,8 @@ from N(0, std) with std the standard deviation of the base rows of the same matr
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -47,6 +49,18 @@ class StepOutput(NamedTuple):
 
     hidden: torch.Tensor  # [B, H]
     cache: Any
+
+
+def cache_argument(base_model: nn.Module) -> str:
+    """The KV-cache keyword of a Hugging Face base model's forward: transformers renamed
+    `past_key_values` to `cache` during 5.x, and an unknown keyword would be silently ignored."""
+    return _cache_argument(type(base_model))
+
+
+@functools.cache
+def _cache_argument(model_class: type) -> str:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 class MultiStreamLM(nn.Module):
@@ -219,14 +233,15 @@ class MultiStreamLM(nn.Module):
         position_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, Any]:
         """Delayed rows [B, L, S] -> last hidden states [B, L, H] and the (grown) KV cache."""
-        out = self.body.base_model(
+        base = self.body.base_model
+        out = base(
             inputs_embeds=self.embed(delayed),
             attention_mask=attention_mask,
-            cache=cache,
             position_ids=position_ids,
             use_cache=cache is not None,
+            **{cache_argument(base): cache},
         )
-        return out.last_hidden_state, out.cache
+        return out.last_hidden_state, out.cache if hasattr(out, "cache") else out.past_key_values
 
     def forward_step(
         self,
