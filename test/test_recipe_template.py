@@ -186,3 +186,43 @@ def test_conf_args_turns_a_config_section_into_options(tmp_path: Path):
     assert (
         nested.returncode == 1 and b"bad.nested: nested mappings are not options" in nested.stderr
     )
+
+
+MAKE_RESULTS = TEMPLATE / "scripts" / "make_results.py"
+
+
+def run_make_results(recipe: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = ["--tag", "t", "--model_dir", "exp/m", "--base_lm_dir", "exp/b", "--test_sets", "test"]
+    args += ["--text_test_sets", "text", "--timings", "exp/timings_t.tsv", "--output", "R.md"]
+    return subprocess.run(
+        [sys.executable, str(MAKE_RESULTS), *args, *extra],
+        cwd=recipe,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_make_results_shows_missing_figures_as_dashes_and_names_them(tmp_path):
+    model = tmp_path / "exp" / "m" / "decode_asr_test"
+    model.mkdir(parents=True)
+    (model / "score.json").write_text('{"task": "asr", "wer": 12.5, "cer": 4.25, "num_utts": 3}')
+    (tmp_path / "exp" / "timings_t.tsv").write_text(
+        "2026-01-01T00:00:00\t1\tdata preparation\t7\t./run.sh\n"
+        "2026-01-01T00:01:00\t1\tdata preparation\t5\t./run.sh --stage 1\n"
+    )
+    result = run_make_results(tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "R.md").read_text()
+    assert "| test | m | 12.50 | 4.25 | 3 |" in text
+    assert "| test | reference audio | - | - | - | - | - |" in text
+    assert "| 1 | data preparation | 5 | 2026-01-01T00:01:00 |" in text  # the latest run
+    assert "./run.sh --stage 1\n```" in text
+    assert "exp/m/decode_tts_test/score.json is missing" in result.stderr
+
+
+def test_make_results_names_a_malformed_timings_line(tmp_path):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "timings_t.tsv").write_text("2026\t1\tdata\t7\t./run.sh\nbroken line\n")
+    result = run_make_results(tmp_path)
+    assert result.returncode == 1
+    assert "exp/timings_t.tsv:2: expected 5 tab-separated fields" in result.stderr

@@ -15,12 +15,20 @@
 #                                 exp/tokenizers/                          utt2num_frames,utt2num_tokens,utt2spk}
 #  5  vocabulary + manifests      exp/tokenizers/, dump/tokens/           data/token_list.json,
 #                                                                         exp/manifests/<task>_<set>/data.json
-#  6  base text LM (optional)     --base_lm_config, textlm manifests      exp/base_lm_<tag>/
+#  6  base text LM (optional)     --base_lm_config, textlm manifests      exp/base_lm_<tag>/, its text LM in
+#                                                                          Hugging Face format: exp/base_lm_<tag>/hf/
 #  7  pre-training                --train_config, manifests               exp/speechlm_<tag>/
 #  8  annealing (optional)        --anneal_config, exp/speechlm_<tag>/    exp/speechlm_<tag>_anneal/
-#  9  inference                   --decode_config, the last model,        <model>/decode_{asr,tts}_<test set>/
-#                                 dump/raw/<test set>/                     {text | wav.scp, wav/}
-# 10  scoring                     decode dirs, dump/raw/<test set>/       <decode dir>/score.json, <model>/RESULTS.md
+#                                 --annealing_study true: also the same     exp/speechlm_<tag>_constlr/
+#                                 run at the anneal config's constant LR
+#  9  inference                   --decode_config, the last model         <model>/decode_{asr,tts}_<test set>/
+#                                 (with --annealing_study: the pre-trained, {text | wav.scp, wav/}
+#                                 constant-LR and annealed models),
+#                                 dump/raw/<test set>/
+# 10  scoring                     decode dirs, dump/raw/<test set>/,      <decode dir>/score.json, <model>/RESULTS.md,
+#                                 data/<text test set>/text,              <model>/score_text_<text set>/,
+#                                 exp/base_lm_<tag>/hf                     exp/base_lm_<tag>/score_text_<text set>/,
+#                                                                          <model>/copy_synthesis_<test set>/
 # 11  packing                     the last model, tokenizers,             <model>/packed/
 #                                 --decode_config                          (stage 9 decodes with it,
 #                                                                          so it packs if needed)
@@ -28,6 +36,11 @@
 # Every stage can run alone (--stage N --stop_stage N), checks that its inputs exist (and says which
 # stage makes them) and skips work whose `.done` marker records the same inputs (file contents and
 # options); delete a marker, or change an input, to redo that work.
+#
+# The wall time of every stage is appended to exp/timings_<tag>.tsv; after stage 10 or 11,
+# scripts/make_results.py writes the recipe's summary (--results_md, default exp/RESULTS_<tag>.md):
+# ASR, TTS judge-WER next to reference and copy synthesis, text perplexity of the base LM and of
+# OpusLM, the annealing study, the stage timings and the commands that ran them.
 set -euo pipefail
 
 log() {
@@ -61,11 +74,16 @@ tts_prompt_frames=150 # TTS speaker prompt length (frames of the token dumps; 15
 base_lm_config=""     # stage 6; empty: the base LM comes from --train_config
 train_config=conf/train.yaml
 anneal_config=""      # stage 8; empty: no annealing
+annealing_study=false # true: stage 8 also continues pre-training at the anneal config's constant
+                      # LR; stages 9-10 decode and score pre-trained, constant-LR and annealed
+study_tts_utts=0      # the study's TTS on the first N test utterances only (0: all)
 tag=""                # experiment name; default: the train config's file name
 # Inference
 decode_config=conf/decode.yaml   # task -> decoding settings, packed with the model (stage 9/11)
 inference_tasks="asr tts"
 inference_args=""     # more options for opuslm.bin.infer, e.g. "--batch_size 16" (word-split)
+copy_synthesis=true   # stage 10: score codec copy synthesis of the test sets with the TTS judge
+results_md=""         # the recipe's summary; default exp/RESULTS_<tag>.md
 
 help_message="Usage: $0 [options]   (from a recipe directory; the stages are in the header of
 $(readlink -f "$0"))
@@ -79,7 +97,9 @@ Options (default):
   --tokenizer_config (${tokenizer_config}) --train_tasks ('${train_tasks}')
   --tts_prompt_frames (${tts_prompt_frames})
   --base_lm_config --train_config (${train_config}) --anneal_config --tag
-  --decode_config (${decode_config}) --inference_tasks ('${inference_tasks}') --inference_args"
+  --annealing_study (${annealing_study}) --study_tts_utts (${study_tts_utts})
+  --decode_config (${decode_config}) --inference_tasks ('${inference_tasks}') --inference_args
+  --copy_synthesis (${copy_synthesis}) --results_md (exp/RESULTS_<tag>.md)"
 
 invocation="$0 $*"
 . ./path.sh
@@ -93,6 +113,13 @@ conf_args="${template_dir}/scripts/conf_args.py"
 base_lm_dir="exp/base_lm_${tag}"
 pretrain_dir="exp/speechlm_${tag}"
 anneal_dir="exp/speechlm_${tag}_anneal"
+constlr_dir="exp/speechlm_${tag}_constlr"
+[ -n "${results_md}" ] || results_md="exp/RESULTS_${tag}.md"
+case "${annealing_study}" in
+  true) [ -n "${anneal_config}" ] || die "--annealing_study true needs --anneal_config" ;;
+  false) ;;
+  *) die "--annealing_study must be true or false, got '${annealing_study}'" ;;
+esac
 read -r -a test_set_list <<<"${test_sets}"
 read -r -a text_test_set_list <<<"${text_test_sets}"
 speech_sets=("${train_set}" "${valid_set}" "${test_set_list[@]}")
@@ -118,13 +145,14 @@ fingerprint() {
 
 # is_done <dir> <input>...: the work in <dir> was finished from exactly these inputs. If not, the
 # fingerprint taken now is what mark_done records: an input edited while the work runs must not
-# pass for the one it ran with.
+# pass for the one it ran with. The marker is <dir>/.done, or <dir>/${marker} where a caller sets
+# a local `marker` (scoring keeps its own beside the decoding's).
 is_done() {
-  local dir=$1
+  local dir=$1 name=${marker:-.done}
   shift
   pending_fingerprint=$(fingerprint "$@")
-  if [ -f "${dir}/.done" ] && [ "$(cat "${dir}/.done")" = "${pending_fingerprint}" ]; then
-    log "${dir}: done already (remove ${dir}/.done to redo)"
+  if [ -f "${dir}/${name}" ] && [ "$(cat "${dir}/${name}")" = "${pending_fingerprint}" ]; then
+    log "${dir}: done already (remove ${dir}/${name} to redo)"
     return 0
   fi
   return 1
@@ -132,7 +160,7 @@ is_done() {
 
 # mark_done <dir>: the work of the last is_done check is finished.
 mark_done() {
-  echo "${pending_fingerprint}" >"$1/.done"
+  echo "${pending_fingerprint}" >"$1/${marker:-.done}"
 }
 
 # conf_section <file> <section>: the section's options, one array element each, in $opts.
@@ -174,6 +202,53 @@ find_tokenizers() {
 # The directory of the last trained model: annealing if configured, else pre-training.
 model_dir() {
   if [ -n "${anneal_config}" ]; then echo "${anneal_dir}"; else echo "${pretrain_dir}"; fi
+}
+
+# The models stages 9-10 decode and score: the last one, or the annealing study's three.
+decoded_models() {
+  if [ "${annealing_study}" = true ]; then
+    echo "${pretrain_dir} ${constlr_dir} ${anneal_dir}"
+  else
+    model_dir
+  fi
+}
+
+# decode_jobs: one line "model task set max_utts" per decoding of stage 9, scored by stage 10
+# (max_utts 0: the whole set). The study's TTS may be cut to --study_tts_utts utterances; the last
+# model then also decodes the whole set, for its own results.
+decode_jobs() {
+  local model set task
+  for model in $(decoded_models); do
+    for set in "${test_set_list[@]}"; do
+      for task in ${inference_tasks}; do
+        if [ "${task}" = tts ] && [ "${annealing_study}" = true ] && [ "${study_tts_utts}" -gt 0 ]
+        then
+          [ "${model}" = "$(model_dir)" ] && echo "${model} ${task} ${set} 0"
+          echo "${model} ${task} ${set} ${study_tts_utts}"
+        else
+          echo "${model} ${task} ${set} 0"
+        fi
+      done
+    done
+  done
+}
+
+# decode_dir <model> <task> <set> <max_utts>
+decode_dir() {
+  echo "$1/decode_$2_$3$([ "$4" -gt 0 ] && echo "_first$4")"
+}
+
+# base_lm_hf: the base LM in Hugging Face format (stage 6's export, or a train config's
+# `model.base` directory), or nothing when there is none.
+base_lm_hf() {
+  if [ -n "${base_lm_config}" ]; then
+    require 6 "${base_lm_dir}/hf/.done"
+    echo "${base_lm_dir}/hf"
+    return 0
+  fi
+  local base
+  base=$(conf_value "${train_config}" model.base 2>/dev/null) || base=""
+  if [ -n "${base}" ] && [ -d "${base}" ]; then echo "${base}"; fi
 }
 
 # train_lm <config> <output_dir> [train options]: the trainer, under torchrun with --ngpu > 1.
@@ -377,9 +452,17 @@ stage_6() {
     return 0
   fi
   require 5 "${token_list}"
-  is_done "${base_lm_dir}" "${base_lm_config}" "${token_list}" && return 0
-  train_lm "${base_lm_config}" "${base_lm_dir}"
-  mark_done "${base_lm_dir}"
+  if ! is_done "${base_lm_dir}" "${base_lm_config}" "${token_list}"; then
+    train_lm "${base_lm_config}" "${base_lm_dir}"
+    mark_done "${base_lm_dir}"
+  fi
+  # The text LM alone, as a plain Hugging Face model: stage 10 scores its perplexity.
+  local text_dir semantic_dir codec_dir tokenizer_inputs
+  find_tokenizers
+  is_done "${base_lm_dir}/hf" "${base_lm_dir}/.done" "${tokenizer_inputs[@]}" && return 0
+  "${python}" -m opuslm.bin.export_hf --checkpoint "${base_lm_dir}" \
+    --output_dir "${base_lm_dir}/hf" --text_tokenizer_dir "${text_dir}"
+  mark_done "${base_lm_dir}/hf"
 }
 
 stage_7() {
@@ -400,18 +483,25 @@ stage_8() {
     return 0
   fi
   require 7 "${pretrain_dir}/.done"
-  is_done "${anneal_dir}" "${anneal_config}" "${pretrain_dir}/.done" && return 0
-  train_lm "${anneal_config}" "${anneal_dir}" --init_from "${pretrain_dir}"
-  mark_done "${anneal_dir}"
+  if ! is_done "${anneal_dir}" "${anneal_config}" "${pretrain_dir}/.done"; then
+    train_lm "${anneal_config}" "${anneal_dir}" --init_from "${pretrain_dir}"
+    mark_done "${anneal_dir}"
+  fi
+  [ "${annealing_study}" = true ] || return 0
+  # The study's control: the annealing run (same data, steps and seed) with its learning rate
+  # held at the start value, the rate pre-training ended at.
+  local constant=(--schedule.type constant)
+  is_done "${constlr_dir}" "${anneal_config}" "${pretrain_dir}/.done" "${constant[*]}" && return 0
+  train_lm "${anneal_config}" "${constlr_dir}" --init_from "${pretrain_dir}" "${constant[@]}"
+  mark_done "${constlr_dir}"
 }
 
-# pack_model: <model>/packed, the self-contained directory that inference loads, with the decoding
+# pack_model [model]: <model>/packed (default: the last model), the self-contained directory that inference loads, with the decoding
 # defaults of --decode_config and a training utterance as the default TTS voice. Stage 9 needs it,
 # so it packs when stage 11 has not yet; whichever runs second finds it done.
 pack_model() {
-  local model text_dir semantic_dir codec_dir tokenizer_inputs prompt_wav
-  model=$(model_dir)
-  require "$([ -n "${anneal_config}" ] && echo 8 || echo 7)" "${model}/.done"
+  local model=${1:-$(model_dir)} text_dir semantic_dir codec_dir tokenizer_inputs prompt_wav
+  require "$([ "${model}" = "${pretrain_dir}" ] && echo 7 || echo 8)" "${model}/.done"
   require 2 "dump/raw/${train_set}/wav.scp"
   find_tokenizers
   prompt_wav=$(head -n 1 "dump/raw/${train_set}/wav.scp" | cut -d' ' -f2-)
@@ -432,53 +522,127 @@ tts_prompts() {
     "$1/wav.scp" "$1/spk2utt" | sort
 }
 
+# decode <model> <task> <set> <max_utts>: one decoding of stage 9.
+decode() {
+  local model=$1 task=$2 set=$3 max_utts=$4 dir inputs=()
+  dir=$(decode_dir "$@")
+  require 2 "dump/raw/${set}/wav.scp"
+  mkdir -p "${dir}"
+  case "${task}" in
+    asr) inputs=(--wav_scp "dump/raw/${set}/wav.scp") ;;
+    tts)
+      local text="dump/raw/${set}/text"
+      if [ "${max_utts}" -gt 0 ]; then
+        head -n "${max_utts}" "${text}" >"${dir}/ref_text"
+        text="${dir}/ref_text"
+      fi
+      tts_prompts "dump/raw/${set}" >"${dir}/prompt.scp"
+      inputs=(--text "${text}" --prompt_scp "${dir}/prompt.scp")
+      ;;
+    *) die "--inference_tasks: no inference for task ${task} (asr, tts)" ;;
+  esac
+  is_done "${dir}" "${model}/packed/.done" "${inputs[@]}" "${inference_args}" && return 0
+  log "decoding ${task} ${set} -> ${dir}"
+  # shellcheck disable=SC2086  # inference_args is meant to be word-split
+  "${python}" -m opuslm.bin.infer --model_dir "${model}/packed" --task "${task}" \
+    "${inputs[@]}" --output_dir "${dir}" --nj "${nj}" ${inference_args}
+  mark_done "${dir}"
+}
+
 stage_9() {
-  local model set task
-  model=$(model_dir)
-  pack_model
-  for set in "${test_set_list[@]}"; do
-    require 2 "dump/raw/${set}/wav.scp"
-    for task in ${inference_tasks}; do
-      local dir="${model}/decode_${task}_${set}" inputs=()
-      mkdir -p "${dir}"
-      case "${task}" in
-        asr) inputs=(--wav_scp "dump/raw/${set}/wav.scp") ;;
-        tts)
-          tts_prompts "dump/raw/${set}" >"${dir}/prompt.scp"
-          inputs=(--text "dump/raw/${set}/text" --prompt_scp "${dir}/prompt.scp")
-          ;;
-        *) die "--inference_tasks: no inference for task ${task} (asr, tts)" ;;
-      esac
-      is_done "${dir}" "${model}/packed/.done" "${inputs[@]}" "${inference_args}" && continue
-      log "decoding ${task} ${set} -> ${dir}"
-      # shellcheck disable=SC2086  # inference_args is meant to be word-split
-      "${python}" -m opuslm.bin.infer --model_dir "${model}/packed" --task "${task}" \
-        "${inputs[@]}" --output_dir "${dir}" --nj "${nj}" ${inference_args}
+  local jobs job model task set max_utts packed=" "
+  mapfile -t jobs < <(decode_jobs)
+  for job in "${jobs[@]}"; do
+    read -r model task set max_utts <<<"${job}"
+    if [[ "${packed}" != *" ${model} "* ]]; then
+      pack_model "${model}"
+      packed+="${model} "
+    fi
+    decode "${model}" "${task}" "${set}" "${max_utts}"
+  done
+}
+
+# score <model> <task> <set> <max_utts>: score.json of one decoding.
+score() {
+  local task=$2 set=$3 max_utts=$4 dir ref="dump/raw/$3" marker=.scored
+  dir=$(decode_dir "$@")
+  require 9 "${dir}/.done"
+  local ref_text="${ref}/text"
+  [ "${max_utts}" -gt 0 ] && ref_text="${dir}/ref_text"
+  is_done "${dir}" "${dir}/.done" "${ref_text}" "${ref}/wav.scp" && return 0
+  case "${task}" in
+    asr)
+      "${python}" -m opuslm.bin.score_asr --ref "${ref_text}" --hyp "${dir}/text" \
+        --output_dir "${dir}"
+      ;;
+    tts)
+      "${python}" -m opuslm.bin.score_tts --ref_text "${ref_text}" \
+        --ref_wav_scp "${ref}/wav.scp" --syn_wav_scp "${dir}/wav.scp" --output_dir "${dir}"
+      ;;
+  esac
+  mark_done "${dir}"
+}
+
+# score_text_sets: perplexity of every decoded model and of the base LM on the text test sets,
+# with the same text tokenizer on both sides.
+score_text_sets() {
+  local text_dir semantic_dir codec_dir tokenizer_inputs base_hf set model dir marker=.scored
+  find_tokenizers
+  base_hf=$(base_lm_hf)
+  [ -n "${base_hf}" ] || log "no base LM in Hugging Face format: its perplexity is not scored"
+  for set in ${text_test_set_list[@]+"${text_test_set_list[@]}"}; do
+    require 1 "data/${set}/text"
+    local text=(--text "data/${set}/text" --text_format kaldi --test_set "${set}")
+    for model in $(decoded_models); do
+      dir="${model}/score_text_${set}"
+      is_done "${dir}" "${model}/packed/.done" "data/${set}/text" && continue
+      "${python}" -m opuslm.bin.score_text --model_dir "${model}/packed" "${text[@]}" \
+        --output_dir "${dir}"
       mark_done "${dir}"
     done
+    [ -n "${base_hf}" ] || continue
+    dir="${base_lm_dir}/score_text_${set}"
+    is_done "${dir}" "${base_hf}" "${base_hf}/config.json" "${tokenizer_inputs[@]}" \
+      "data/${set}/text" && continue
+    "${python}" -m opuslm.bin.score_text --hf_model_dir "${base_hf}" \
+      --text_tokenizer_dir "${text_dir}" "${text[@]}" --output_dir "${dir}"
+    mark_done "${dir}"
+  done
+}
+
+# score_copy_synthesis: the TTS judge on the test audio passed through the codec alone, the
+# ceiling of what TTS can reach with these tokens (in the last model's directory, with its TTS).
+score_copy_synthesis() {
+  local text_dir semantic_dir codec_dir tokenizer_inputs set dir
+  find_tokenizers
+  for set in "${test_set_list[@]}"; do
+    dir="$(model_dir)/copy_synthesis_${set}"
+    mkdir -p "${dir}"
+    is_done "${dir}" "dump/raw/${set}/wav.scp" "dump/raw/${set}/text" "${tokenizer_inputs[@]}" &&
+      continue
+    log "codec copy synthesis of ${set} -> ${dir}"
+    # The judge's WER on the original audio is score_tts's ref WER: not judged twice.
+    "${python}" -m opuslm.bin.copy_synthesis --data_dir "dump/raw/${set}" \
+      --codec_dir "${codec_dir}" --output_dir "${dir}" --skip_original
+    mark_done "${dir}"
   done
 }
 
 stage_10() {
-  local model set task
-  model=$(model_dir)
-  for set in "${test_set_list[@]}"; do
-    for task in ${inference_tasks}; do
-      local dir="${model}/decode_${task}_${set}" ref="dump/raw/${set}"
-      require 9 "${dir}/.done"
-      case "${task}" in
-        asr)
-          "${python}" -m opuslm.bin.score_asr --ref "${ref}/text" --hyp "${dir}/text" \
-            --output_dir "${dir}"
-          ;;
-        tts)
-          "${python}" -m opuslm.bin.score_tts --ref_text "${ref}/text" \
-            --ref_wav_scp "${ref}/wav.scp" --syn_wav_scp "${dir}/wav.scp" --output_dir "${dir}"
-          ;;
-      esac
-    done
+  local jobs job model task set max_utts
+  mapfile -t jobs < <(decode_jobs)
+  for job in "${jobs[@]}"; do
+    read -r model task set max_utts <<<"${job}"
+    score "${model}" "${task}" "${set}" "${max_utts}"
   done
-  "${python}" -m opuslm.bin.results "${model}"
+  score_text_sets
+  if [ "${copy_synthesis}" = true ] && [[ " ${inference_tasks} " == *" tts "* ]]; then
+    score_copy_synthesis
+  fi
+  for model in $(decoded_models); do
+    "${python}" -m opuslm.bin.results "${model}" >/dev/null
+  done
+  log "results per model: $(decoded_models | sed 's|\([^ ]*\)|\1/RESULTS.md|g')"
 }
 
 stage_11() {
@@ -492,13 +656,28 @@ stage_titles=("" "data preparation" "audio formatting" "tokenizer training" "tok
 
 [ "${stage}" -ge 1 ] && [ "${stop_stage}" -le 11 ] && [ "${stage}" -le "${stop_stage}" ] ||
   die "need 1 <= --stage (${stage}) <= --stop_stage (${stop_stage}) <= 11"
+# Wall times also go to a file, so the summary has every stage even when they ran in several
+# invocations: date, stage, title, seconds, command (tab-separated).
+timings_tsv="exp/timings_${tag}.tsv"
+mkdir -p exp
 timings=()
 for n in $(seq "${stage}" "${stop_stage}"); do
   log "Stage ${n}: ${stage_titles[n]}"
   started=${SECONDS}
   "stage_${n}"
-  timings+=("$(printf 'stage %2d %-24s %6d s' "${n}" "${stage_titles[n]}" $((SECONDS - started)))")
+  seconds=$((SECONDS - started))
+  timings+=("$(printf 'stage %2d %-24s %6d s' "${n}" "${stage_titles[n]}" "${seconds}")")
+  printf '%s\t%d\t%s\t%d\t%s\n' "$(date '+%Y-%m-%dT%H:%M:%S')" "${n}" "${stage_titles[n]}" \
+    "${seconds}" "${invocation}" >>"${timings_tsv}"
 done
 log "wall time per stage:"
 printf '  %s\n' "${timings[@]}" >&2
 log "finished stages ${stage}-${stop_stage}"
+if [ "${stop_stage}" -ge 10 ]; then
+  study=()
+  [ "${annealing_study}" = true ] && study=(--pretrain_dir "${pretrain_dir}"
+    --constlr_dir "${constlr_dir}" --anneal_dir "${anneal_dir}" --study_tts_utts "${study_tts_utts}")
+  "${python}" "${template_dir}/scripts/make_results.py" --tag "${tag}" --model_dir "$(model_dir)" \
+    --base_lm_dir "${base_lm_dir}" --test_sets "${test_sets}" --text_test_sets "${text_test_sets}" \
+    --timings "${timings_tsv}" --output "${results_md}" ${study[@]+"${study[@]}"}
+fi
