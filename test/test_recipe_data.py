@@ -188,12 +188,80 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for stage in range(1, 12):
         assert f"Stage {stage}: " in result.stderr
-    model = recipe / "exp" / "speechlm_smoke_anneal"
+    exp = recipe / "exp"
+    model = exp / "speechlm_smoke_anneal"
     for task in ("asr", "tts"):
         score = json.loads((model / f"decode_{task}_test" / "score.json").read_text())
         assert score["num_utts"] == 8
     assert "## asr: test" in (model / "RESULTS.md").read_text()
     assert (model / "packed" / "model.safetensors").is_file()
+    assert (exp / "base_lm_smoke" / "hf" / "model.safetensors").is_file()
+    copy = json.loads((model / "copy_synthesis_test" / "score.json").read_text())
+    assert copy["num_utts"] == 8 and copy["test_set"] == "test"
+    # The study's control keeps the anneal config's learning rate; annealing decays it to 0.
+    lrs = {
+        run: [r["lr"] for r in map(json.loads, open(exp / run / "train.log.jsonl")) if "lr" in r]
+        for run in ("speechlm_smoke_constlr", "speechlm_smoke_anneal")
+    }
+    assert set(lrs["speechlm_smoke_constlr"]) == {6.0e-4}
+    assert lrs["speechlm_smoke_anneal"][-1] == 0.0
+    for run in ("speechlm_smoke", "speechlm_smoke_constlr", "speechlm_smoke_anneal"):
+        tts = json.loads((exp / run / "decode_tts_test_first2" / "score.json").read_text())
+        assert tts["num_utts"] == 2
+    timings = (exp / "timings_smoke.tsv").read_text().splitlines()
+    assert [line.split("\t")[1] for line in timings] == [str(n) for n in range(1, 12)]
+    check_results_table((exp / "RESULTS_smoke.md").read_text())
+
+
+def table_rows(results: str, heading: str) -> dict[str, list[str]]:
+    """The rows of the markdown table under `## heading`, keyed by their first two cells."""
+    section = results.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ")]
+    return {
+        " / ".join(c.strip() for c in row[:2]): [c.strip() for c in row[2:]] for row in rows[1:]
+    }
+
+
+def check_results_table(results: str) -> None:
+    """Every row of the recipe summary is there, and its figures are numbers."""
+    expected = {
+        "ASR": ["test / speechlm_smoke_anneal"],
+        "TTS: judge WER": [
+            "test / reference audio",
+            "test / codec copy synthesis",
+            "test / TTS (speechlm_smoke_anneal)",
+        ],
+        "Text perplexity": [
+            "text_test / base LM (base_lm_smoke/hf)",
+            "text_test / OpusLM (speechlm_smoke_anneal)",
+        ],
+        "Annealing study": [
+            "pre-training checkpoint / speechlm_smoke",
+            "constant-LR continuation / speechlm_smoke_constlr",
+            "annealed / speechlm_smoke_anneal",
+        ],
+        "Wall time per stage": [f"{n} / {title}" for n, title in enumerate(STAGE_TITLES, 1)],
+    }
+    for heading, labels in expected.items():
+        rows = table_rows(results, heading)
+        assert list(rows)[: len(labels)] == labels, heading
+        for label in labels:
+            cells = rows[label]
+            if heading == "TTS: judge WER" and "copy synthesis" in label:
+                cells = cells[:1] + cells[2:]  # copy synthesis has no CER
+            if heading == "Wall time per stage":
+                cells = cells[:1]  # seconds; then the date
+            for cell in cells:
+                float(cell)  # every figure parses
+    assert "./speechlm.sh --local_data_opts" in results.split("## Commands", 1)[1]
+    assert "cores usable" in results.split("## Environment", 1)[1]
+
+
+STAGE_TITLES = (
+    "data preparation", "audio formatting", "tokenizer training", "tokenization",
+    "vocabulary + manifests", "base text LM", "pre-training", "annealing", "inference",
+    "scoring", "packing",
+)  # fmt: skip
 
 
 def test_flite_sentence_cleaning():

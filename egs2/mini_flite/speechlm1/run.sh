@@ -2,8 +2,11 @@
 # mini_flite: ASR, TTS and a text LM trained on a multi-speaker corpus synthesised offline with
 # Debian's flite voices, on CPU. The stages are in speechlm.sh (see its header).
 #   ./run.sh [--preset demo|smoke] [speechlm.sh options, e.g. --stage 3 --stop_stage 5]
-#   demo   (default) 4,000 training utterances, tiny Llama body: about an hour on 2 CPU cores
-#   smoke  120 training utterances, a few dozen steps per stage: every stage in a few minutes
+#   demo   (default) 4,000 training utterances, tiny Llama body: about an hour on 2 CPU cores;
+#          the summary goes to RESULTS.md (committed)
+#   smoke  120 training utterances, a few dozen steps per stage: every stage in a few minutes;
+#          summary in exp/RESULTS_smoke.md
+# Both run the annealing study (pre-trained, constant-LR and annealed models side by side).
 set -euo pipefail
 
 preset=demo
@@ -22,10 +25,13 @@ case "${preset}" in
   demo)
     corpus="--num_train 4000 --num_valid 100 --num_test 100 --num_text_test 500"
     nj=$(nproc)
+    study=(--study_tts_utts 0 --results_md RESULTS.md)
     ;;
   smoke)
     corpus="--num_train 120 --num_valid 8 --num_test 8 --num_text_test 20 --num_text_train 400"
     nj=1
+    # A quarter of the test set: the study's shorter TTS path is exercised too.
+    study=(--study_tts_utts 2)
     ;;
   *) echo "run.sh: unknown --preset '${preset}' (demo or smoke)" >&2; exit 1 ;;
 esac
@@ -40,6 +46,7 @@ conf="conf/${preset}"
   --base_lm_config "${conf}/base_lm.yaml" \
   --train_config "${conf}/train.yaml" \
   --anneal_config "${conf}/anneal.yaml" \
+  --annealing_study true "${study[@]}" \
   --decode_config "${conf}/decode.yaml" \
   --tag "${preset}" \
   ${args[@]+"${args[@]}"}
