@@ -99,7 +99,7 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
     """A GenerationConfig for `task` from a settings mapping, e.g.
 
         {"text": {"greedy": true}, "semantic": {"greedy": false, "top_k": 30},
-         "acoustic": {...}, "min_frames": 0, "max_frames": 512}
+         "acoustic": {...}, "min_frames": 0, "max_frames": 512, "max_len_ratio": 0.8}
 
     Unknown keys and bad values raise PackError naming `where` and the key.
     """
@@ -108,7 +108,7 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
     if not isinstance(settings, dict):
         raise PackError(f"{where}: decoding settings must be a mapping, got {settings!r:.80}")
     modality_keys = {f.name for f in dataclasses.fields(SamplingConfig)}
-    known = {"text", "semantic", "acoustic", "min_frames", "max_frames"}
+    known = {"text", "semantic", "acoustic", "min_frames", "max_frames", "max_len_ratio"}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise PackError(f"{where}: unknown decoding key {unknown[0]!r} (known: {sorted(known)})")
@@ -117,6 +117,9 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
         for name, value in settings.items():
             if name in ("min_frames", "max_frames"):
                 kwargs[name] = int(value)
+                continue
+            if name == "max_len_ratio":
+                kwargs[name] = float(value)
                 continue
             if not isinstance(value, dict):
                 raise PackError(f"{where}: {name} must be a mapping of {sorted(modality_keys)}")

@@ -158,6 +158,13 @@ def test_min_and_max_frames_control_eos():
     model.head_logits = with_eos_logit(-1e4)
     config = GenerationConfig(target="text", max_frames=4)
     assert [len(o) for o in generate(model, prompts, config)] == [4] * 3
+    # max_len_ratio bounds each output by its own prompt's speech frames (4, 7 and 1 here).
+    config = GenerationConfig(target="text", max_frames=5, max_len_ratio=0.5)
+    assert [len(o) for o in generate(model, prompts, config)] == [2, 4, 1]
+    config = GenerationConfig(target="text", max_frames=3, max_len_ratio=1.0)  # max_frames wins
+    assert [len(o) for o in generate(model, prompts, config)] == [3, 3, 1]
+    with pytest.raises(ValueError, match="max_len_ratio"):
+        GenerationConfig(target="text", max_len_ratio=-1.0)
 
 
 @pytest.mark.parametrize("target", ["text", "speech"])
@@ -276,3 +283,11 @@ def test_one_forward_per_delayed_row():
     streams = model.token_list.num_streams
     # The prompt in one forward, then rows 0 .. N + S - 3 one by one (row N + S - 2 is the last).
     assert calls == [len(prompt)] + [1] * (7 + streams - 2)
+
+
+def test_decode_config_takes_max_len_ratio():
+    from opuslm.packing import PackError, generation_config
+
+    assert generation_config("asr", {"max_len_ratio": 0.8}, "decode.yaml").max_len_ratio == 0.8
+    with pytest.raises(PackError, match="decode.yaml.*max_len_ratio"):
+        generation_config("asr", {"max_len_ratio": -2}, "decode.yaml")

@@ -50,6 +50,7 @@ def transcribe_manifest(
     decode_text,
     batch_size: int = 16,
     max_frames: int = 200,
+    max_len_ratio: float = 0.0,
 ) -> dict[str, str]:
     """{uttid: greedy transcript} of every utterance of an `asr` manifest, longest first."""
     if manifest.task != "asr":
@@ -57,7 +58,7 @@ def transcribe_manifest(
     manifest.require_token_list(model.token_list)
     reader = ManifestReader(manifest, prompt_source="self", prompt_frames=0)
     order = np.argsort(-manifest.lengths(0), kind="stable")  # similar lengths share a batch
-    config = GenerationConfig(target="text", max_frames=max_frames)
+    config = GenerationConfig(target="text", max_frames=max_frames, max_len_ratio=max_len_ratio)
     out = {}
     for start in tqdm(range(0, len(order), batch_size), desc="asr", unit="batch"):
         examples = [
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True, help="Kaldi text table to write")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_frames", type=int, default=200)
+    parser.add_argument("--max_len_ratio", type=float, default=0.0, help="0: only max_frames")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -93,7 +95,12 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_text_tokenizer(args.text_tokenizer_dir)
     with torch.inference_mode():
         hyps = transcribe_manifest(
-            model, Manifest.load(args.manifest), tokenizer.decode, args.batch_size, args.max_frames
+            model,
+            Manifest.load(args.manifest),
+            tokenizer.decode,
+            args.batch_size,
+            args.max_frames,
+            args.max_len_ratio,
         )
     lines = [f"{uttid} {text}".rstrip() for uttid, text in sorted(hyps.items())]
     write_text_atomic(Path(args.output), "\n".join(lines) + "\n")

@@ -58,8 +58,14 @@ class GenerationConfig:
     # Stream-0 ids that end the output like eos (e.g. a text LM's own eos for textlm, which is a
     # text id); they are not part of the returned frames.
     stop_ids: tuple[int, ...] = ()
+    # > 0: each output has at most ceil(ratio * the prompt's speech frames) frames (and at most
+    # max_frames), like ESPnet's maxlenratio: an ASR transcript cannot be much longer than its
+    # audio, so a model caught in a repetition loop stops there instead of at max_frames.
+    max_len_ratio: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.max_len_ratio < 0:
+            raise ValueError(f"max_len_ratio must be >= 0, got {self.max_len_ratio}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {sorted(TARGETS)}, got {self.target!r}")
         if not 0 <= self.min_frames <= self.max_frames:
@@ -121,6 +127,7 @@ class _RowDecoder:
         self.width = width
         self.left_padded = bool((self.prompt_lengths < width).any())
         self.mask, self.positions = self._attention_inputs(width + config.max_frames + streams)
+        self.limits = self._output_limits(frames, token_list.ranges["semantic"])  # [B]
 
         self.generator = None
         if seed is not None:
@@ -140,6 +147,17 @@ class _RowDecoder:
         self.codebook_offsets = token_list.ranges["acoustic"][0] + token_list.codebook_size * (
             torch.arange(streams - 1, device=device)
         )
+
+    def _output_limits(self, frames: torch.Tensor, semantic: tuple[int, int]) -> torch.Tensor:
+        """Most frames each output may have [B]: max_frames, or the max_len_ratio bound."""
+        config = self.config
+        limits = torch.full((len(frames),), config.max_frames, device=self.device)
+        if config.max_len_ratio > 0:
+            stream0 = frames[..., 0]
+            speech = ((stream0 >= semantic[0]) & (stream0 < semantic[1])).sum(-1)  # [B]
+            bound = torch.ceil(speech * config.max_len_ratio).long()
+            limits = torch.where(speech > 0, torch.minimum(limits, bound.clamp(min=1)), limits)
+        return limits
 
     def _attention_inputs(self, num_rows: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Attention mask and position ids [B, num_rows] of left-padded rows (None if no pad)."""
@@ -189,9 +207,8 @@ class _RowDecoder:
             bias = self.bias_with_eos if k >= self.config.min_frames else self.bias_without_eos
             logits = self.model.head_logits(step.hidden, *self.window) + bias
             token0 = sample(logits, self.stream0_sampling, self.generator) + self.window[0]
-            if k == self.config.max_frames:
-                token0 = torch.full_like(token0, self.eos)
-            elif len(self.stop_ids):
+            token0 = token0.masked_fill(k >= self.limits, self.eos)
+            if len(self.stop_ids):
                 token0 = token0.masked_fill(torch.isin(token0, self.stop_ids), self.eos)
             ended = eos_frame >= 0
             token0 = token0.masked_fill(ended, self.pad)
