@@ -88,6 +88,10 @@ class ShardWriter:
     def __enter__(self) -> ShardWriter:
         self.shard.output_dir.mkdir(parents=True, exist_ok=True)
         self.shard.path("done").unlink(missing_ok=True)
+        # The temp ark of a killed earlier attempt at this shard (no cleanup ran): as big as a
+        # finished one, and never used.
+        for stale in self.shard.output_dir.glob(f".{self.shard.path('ark').name}.*.tmp"):
+            stale.unlink()
         fd, self._ark_tmp = tempfile.mkstemp(
             dir=self.shard.output_dir, prefix=f".{self.shard.path('ark').name}.", suffix=".tmp"
         )
