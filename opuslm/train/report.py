@@ -9,6 +9,7 @@ and flat metric names: `loss`, `acc`, `lr`, `frames_per_s`, `loss/<task>`, `loss
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -27,6 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from opuslm.data.dataset import Batch  # noqa: E402
 from opuslm.model.lm import LMOutput  # noqa: E402
 from opuslm.train.distributed import all_reduce_sum  # noqa: E402
+
+logger = logging.getLogger(__name__)
 
 
 class MetricSums:
@@ -154,11 +157,21 @@ class JsonlLog:
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
-    records = []
+    """The log's records. A torn last line (a write cut short by a crash or a full disk) is
+    skipped with a warning, so the run can resume (`truncate_after` then rewrites the file)."""
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                records.append(json.loads(line))
+        lines = f.readlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines) and not line.endswith("\n"):
+                logger.warning("%s:%d: skipping a torn last line: %.60r", path, number, line)
+                break
+            raise ValueError(f"{path}:{number}: not a JSON log record ({e})") from None
     return records
 
 
