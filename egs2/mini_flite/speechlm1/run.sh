@@ -25,13 +25,15 @@ case "${preset}" in
   demo)
     corpus="--num_train 4000 --num_valid 100 --num_test 100 --num_text_test 500"
     nj=$(nproc)
-    study=(--study_tts_utts 0 --results_md RESULTS.md)
+    study=(--study_tts_utts 20 --results_md RESULTS.md)
+    inference=(--inference_args "--batch_size 16")
     ;;
   smoke)
     corpus="--num_train 120 --num_valid 8 --num_test 8 --num_text_test 20 --num_text_train 400"
     nj=1
     # A quarter of the test set: the study's shorter TTS path is exercised too.
     study=(--study_tts_utts 2)
+    inference=()
     ;;
   *) echo "run.sh: unknown --preset '${preset}' (demo or smoke)" >&2; exit 1 ;;
 esac
@@ -46,7 +48,7 @@ conf="conf/${preset}"
   --base_lm_config "${conf}/base_lm.yaml" \
   --train_config "${conf}/train.yaml" \
   --anneal_config "${conf}/anneal.yaml" \
-  --annealing_study true "${study[@]}" \
+  --annealing_study true "${study[@]}" ${inference[@]+"${inference[@]}"} \
   --decode_config "${conf}/decode.yaml" \
   --tag "${preset}" \
   ${args[@]+"${args[@]}"}

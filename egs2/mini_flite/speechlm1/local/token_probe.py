@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Cheap proxy for the speech tokens' content (issue 8): how well a small bidirectional GRU with a
+CTC head reads characters from the token dumps, in a fixed time budget, before any long LM run.
+
+    local/token_probe.py [--streams all|semantic|codec] [--minutes 3] [--dumps dump/tokens]
+
+Prints held-out CER (greedy CTC) on the test set. Characters come from data/<set>/text, so the
+probe does not depend on the text tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jiwer
+import kaldiio
+import numpy as np
+import torch
+from torch import nn
+
+
+def load(dumps: str, data: str, name: str, streams: slice):
+    speech = kaldiio.load_scp(f"{dumps}/{name}/speech.scp")
+    texts = dict(line.rstrip("\n").split(" ", 1) for line in open(f"{data}/{name}/text"))
+    items = [(np.asarray(speech[k])[:, streams], texts[k].lower()) for k in speech]
+    return items
+
+
+class Probe(nn.Module):
+    def __init__(self, vocab_per_stream: int, num_streams: int, num_chars: int, hidden: int = 192):
+        super().__init__()
+        self.offsets = torch.arange(num_streams) * vocab_per_stream
+        self.embed = nn.EmbeddingBag(vocab_per_stream * num_streams, hidden, mode="sum")
+        self.rnn = nn.GRU(hidden, hidden, num_layers=2, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(2 * hidden, num_chars + 1)
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:  # [B, T, S] -> [B, T, C + 1]
+        b, t, s = rows.shape
+        x = self.embed((rows + self.offsets).reshape(-1, s)).view(b, t, -1)
+        return self.out(self.rnn(x)[0]).log_softmax(-1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", choices=["all", "semantic", "codec"], default="all")
+    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--dumps", default="dump/tokens")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    streams = {"all": slice(None), "semantic": slice(0, 1), "codec": slice(1, None)}[args.streams]
+    train = load(args.dumps, args.data, "train", streams)
+    test = load(args.dumps, args.data, "test", streams)
+    chars = sorted({c for _, t in train for c in t})
+    index = {c: i for i, c in enumerate(chars)}
+    vocab = int(max(r.max() for r, _ in train)) + 1
+    model = Probe(vocab, train[0][0].shape[1], len(chars))
+    optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    ctc = nn.CTCLoss(blank=len(chars), zero_infinity=True)
+    rng = np.random.default_rng(0)
+    started, step = time.time(), 0
+    while time.time() - started < args.minutes * 60:
+        batch = [train[i] for i in rng.choice(len(train), args.batch, replace=False)]
+        rows = nn.utils.rnn.pad_sequence(
+            [torch.as_tensor(r, dtype=torch.long) for r, _ in batch], True
+        )
+        targets = [torch.tensor([index[c] for c in t if c in index]) for _, t in batch]
+        log_probs = model(rows).transpose(0, 1)
+        loss = ctc(
+            log_probs,
+            torch.cat(targets),
+            torch.tensor([len(r) for r, _ in batch]),
+            torch.tensor([len(t) for t in targets]),
+        )
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        step += 1
+        if step % 100 == 0:
+            print(f"step {step} loss {loss.item():.3f} ({time.time() - started:.0f} s)", flush=True)
+    model.eval()
+    hyps, refs = [], []
+    with torch.no_grad():
+        for rows, text in test:
+            best = model(torch.as_tensor(rows, dtype=torch.long)[None])[0].argmax(-1).tolist()
+            out, last = [], None
+            for k in best:
+                if k != last and k != len(chars):
+                    out.append(chars[k])
+                last = k
+            hyps.append("".join(out))
+            refs.append(text)
+    print(
+        f"streams={args.streams} steps={step} test CER {100 * jiwer.cer(refs, hyps):.1f}% "
+        f"WER {100 * jiwer.wer(refs, hyps):.1f}%"
+    )
+    for r, h in list(zip(refs, hyps))[:3]:
+        print(" REF", r, "\n HYP", h)
+
+
+if __name__ == "__main__":
+    main()
