@@ -24,9 +24,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ import yaml
 from safetensors.numpy import load_file as load_numpy_file
 from safetensors.numpy import save_file as save_numpy_file
 
+from opuslm.fileio import write_directory_atomic
 from opuslm.model.generate import GenerationConfig, SamplingConfig
 from opuslm.model.lm import MultiStreamLM
 from opuslm.tasks import TASK_TARGETS, crop_prompt
@@ -355,8 +353,13 @@ def load_tokenizers(
             raise PackError(f"{path}: tokenizer directory missing")
         try:
             loaded.append(loader(path))
-        except (ValueError, OSError) as e:
-            raise PackError(f"{path}: cannot load the tokenizer: {e}") from None
+        except (ValueError, OSError, RuntimeError, safetensors.SafetensorError) as e:
+            # The first sentence only: numpy's and torch's messages go on to suggest unpickling.
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+            raise PackError(
+                f"{path}: cannot load the tokenizer: {reason} (nothing in a packed model is "
+                "unpickled)"
+            ) from None
     return loaded[0], loaded[1], loaded[2]
 
 
@@ -503,7 +506,7 @@ def pack(
         if default_prompt is not None:
             save_numpy_file({"prompt": default_prompt}, str(directory / DEFAULT_PROMPT))
 
-    return _write_directory_atomically(Path(output_dir), write)
+    return write_directory_atomic(output_dir, write)
 
 
 def _prompt_rows(wav_path: Path, semantic, codec, prompt_frames: int) -> np.ndarray:
@@ -517,22 +520,3 @@ def _prompt_rows(wav_path: Path, semantic, codec, prompt_frames: int) -> np.ndar
     (rows,) = tokenize_waveforms(semantic, codec, [wav], [str(wav_path)])
     rows = crop_prompt(rows, prompt_frames, rng=None)
     return rows.astype(np.int32)
-
-
-def _write_directory_atomically(output_dir: Path, write: Callable[[Path], None]) -> Path:
-    """Run `write` on a temporary sibling directory, then rename it onto `output_dir`."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(
-        tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp")
-    )
-    try:
-        write(tmp)
-        if output_dir.exists():
-            # A directory cannot be renamed over a non-empty one: only this removal of the
-            # previous output is not atomic.
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output_dir
