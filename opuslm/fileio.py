@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -34,3 +35,24 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_directory_atomic(output_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Run `write` on a temporary sibling directory, then rename it onto `output_dir` (a crash
+    leaves no half-written directory behind)."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(
+        tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp")
+    )
+    try:
+        write(tmp)
+        if output_dir.exists():
+            # A directory cannot be renamed over a non-empty one: only this removal of the
+            # previous output is not atomic.
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output_dir

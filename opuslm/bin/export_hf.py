@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 import transformers
 
+from opuslm.fileio import write_directory_atomic
 from opuslm.packing import PackError, build_model, read_weights
 from opuslm.train.checkpoint import (
     TOKEN_LIST,
@@ -133,20 +132,9 @@ def export_hf(
         if model.generation_config is not None:
             model.generation_config.bos_token_id = model.config.bos_token_id
             model.generation_config.eos_token_id = model.config.eos_token_id
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(
-        tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp")
+    return write_directory_atomic(
+        output_dir, lambda tmp: model.save_pretrained(str(tmp), safe_serialization=True)
     )
-    try:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output_dir
 
 
 def get_parser() -> argparse.ArgumentParser:
