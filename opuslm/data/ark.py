@@ -44,8 +44,10 @@ def parse_scp(path: str | os.PathLike) -> dict[str, ScpEntry]:
     """
     try:
         table = read_table(path)
-    except (DataDirError, OSError) as e:
+    except DataDirError as e:
         raise ArkError(str(e)) from None
+    except OSError as e:
+        raise ArkError(f"{path}: cannot read the scp file ({e.strerror or e})") from None
     entries = {}
     for line, (key, value) in enumerate(table.items(), start=1):
         where = f"{path}:{line}: {key!r}"
