@@ -4,13 +4,14 @@
 unpickle a `PKL` record. Token dumps and manifests come from other people too (a shared corpus, a
 downloaded experiment), so the data loader reads them here instead, accepting only what
 `opuslm.dump` and Kaldi write: `id ark_path:byte_offset` lines (or `id path`, offset 0) whose
-records are NPY arrays (loaded with `allow_pickle=False`) or Kaldi binary matrices / vectors.
-Every error is an `ArkError` naming the scp file, its line and the id.
+records are NPY arrays of plain dtypes (no object arrays, so nothing is unpickled) or Kaldi
+binary matrices / vectors. Every error is an `ArkError` naming the scp file, its line and the id.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 from collections.abc import Iterator, Mapping
@@ -24,6 +25,10 @@ from opuslm.data.datadir import DataDirError, read_table
 
 NPY_FLAG = b"NPY"
 KALDI_BINARY_FLAG = b"\0B"
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 
 
 class ArkError(ValueError):
@@ -65,17 +70,37 @@ def parse_scp(path: str | os.PathLike) -> dict[str, ScpEntry]:
 
 
 def _read_npy(f: io.BufferedReader, where: str) -> np.ndarray:
-    """An NPY record as kaldiio writes it: `NPY`, a length header, then `np.save` bytes."""
+    """An NPY record as kaldiio writes it: `NPY`, a length header, then `np.save` bytes.
+
+    The header is checked against the payload before any array is allocated, so a corrupt
+    shape cannot ask for terabytes; object arrays (pickles) are refused.
+    """
     f.read(len(NPY_FLAG))
     (size_bytes,) = struct.unpack("<B", f.read(1) or b"\0")
     size = int.from_bytes(f.read(size_bytes), "little")
     payload = f.read(size)
     if size == 0 or len(payload) < size:
         raise ArkError(f"{where}: truncated record ({len(payload)} of {size} bytes)")
+    buffer = io.BytesIO(payload)
     try:
-        return np.load(io.BytesIO(payload), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+        version = np.lib.format.read_magic(buffer)
+        read_header = _NPY_HEADER_READERS.get(version)
+        if read_header is None:
+            raise ValueError(f"NPY format version {version}")
+        shape, fortran_order, dtype = read_header(buffer)
+    except (ValueError, SyntaxError, TypeError) as e:
         raise ArkError(f"{where}: not a plain NPY array ({e})") from None
+    if dtype.hasobject:
+        raise ArkError(f"{where}: not a plain NPY array (object dtype; it would need unpickling)")
+    count = math.prod(shape)
+    data = payload[buffer.tell() :]
+    if count * dtype.itemsize != len(data):
+        raise ArkError(
+            f"{where}: NPY header says {shape} {dtype} ({count * dtype.itemsize} bytes) but the "
+            f"record holds {len(data)} bytes"
+        )
+    array = np.frombuffer(data, dtype=dtype, count=count).copy()
+    return array.reshape(shape, order="F" if fortran_order else "C")
 
 
 def read_record(ark: str, offset: int, where: str) -> np.ndarray:
