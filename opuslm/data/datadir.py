@@ -4,7 +4,7 @@ A data directory (DESIGN.md section 3) is a set of table files, one `<id> <value
 `wav.scp`, `text`, `utt2spk`, `spk2utt`, optional `segments` (then `wav.scp` is keyed by recording
 id) and `utt2dur`, plus any other `utt2*`, `reco2*` or `spk2gender` table. Every file is sorted by
 id in C locale (`LC_ALL=C sort`, which is Python's code-point order for UTF-8), ids are unique,
-valid UTF-8 and free of whitespace and control characters.
+valid UTF-8 and free of whitespace, control and invisible characters.
 
 This module is the single implementation of the rules: `utils/validate_data_dir.sh` and
 `utils/fix_data_dir.sh` call `opuslm.bin.validate_data_dir` / `fix_data_dir`, which call it.
@@ -16,6 +16,7 @@ import math
 import os
 import re
 import shutil
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +47,17 @@ _KEY_VALUE = re.compile(r"([^ \t]+)[ \t]*(.*)")
 # Kaldi splits fields at spaces and tabs only; any other whitespace (NBSP, CR, ...) in an id is an
 # error. For str patterns `\s` is exactly the characters for which str.isspace() is true.
 _WHITESPACE = re.compile(r"\s")
-# Control characters (NUL, ESC, ...) in an id break shell tools and terminals alike.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ARK_OFFSET = re.compile(r"(.+):[0-9]+")
 _BOM = "\ufeff"
+
+
+def _hidden_character(text: str) -> bool:
+    """True when `text` holds a control character (NUL, ESC, ...), which breaks shell tools, or
+    an invisible format character (zero-width space, BOM, ...), which makes two ids look alike."""
+    if text.isascii():
+        return _ASCII_CONTROL.search(text) is not None
+    return any(unicodedata.category(c) in ("Cc", "Cf") for c in text)
 
 
 class DataDirError(ValueError):
@@ -129,8 +137,8 @@ def _scan_table(path: Path, name: str) -> _Table:
             if _WHITESPACE.search(key):
                 problems.append(Problem(name, line_number, f"id {key!r} contains whitespace"))
                 continue
-            if _CONTROL.search(key):
-                message = f"id {key!r} contains a control character"
+            if _hidden_character(key):
+                message = f"id {key!r} contains a control or invisible character"
                 problems.append(Problem(name, line_number, message))
                 continue
             if key in first_line:
@@ -159,9 +167,10 @@ def _table_text(table: Mapping[str, str] | Iterable[tuple[str, str]], path: Path
     items = table.items() if isinstance(table, Mapping) else table
     lines = []
     for key, value in items:
-        if not key or _WHITESPACE.search(key) or _CONTROL.search(key):
+        if not key or _WHITESPACE.search(key) or _hidden_character(key):
             raise DataDirError(
-                f"{path}: id {key!r} is empty or contains whitespace or a control character"
+                f"{path}: id {key!r} is empty or contains whitespace or a control or invisible "
+                "character"
             )
         if "\n" in value:
             raise DataDirError(f"{path}: value of {key!r} contains a newline")
@@ -240,6 +249,8 @@ def _value_problem(name: str, entry: _Entry) -> str | None:
             return f"no speaker for {key!r}"
         if _WHITESPACE.search(value):
             return f"speaker id {value!r} of {key!r} contains whitespace"
+        if _hidden_character(value):
+            return f"speaker id {value!r} of {key!r} contains a control or invisible character"
     if name == "spk2utt" and not value:
         return f"speaker {key!r} has no utterances"
     if name == "wav.scp" and not value:

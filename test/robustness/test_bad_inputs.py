@@ -77,7 +77,7 @@ DATADIR_CASES = {
     ),
     "control character in an id": (
         lambda d: replace_line(d / "text", 1, "spkA\x1bu1 HELLO"),
-        ("text", 1, "id 'spkA\\x1bu1' contains a control character"),
+        ("text", 1, "id 'spkA\\x1bu1' contains a control or invisible character"),
     ),
     "NaN duration": (
         lambda d: replace_line(d / "utt2dur", 2, "spkA-u2 nan"),
