@@ -38,6 +38,10 @@ class VocabError(ValueError):
     """A token list that is malformed or does not match what it is used with."""
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def special_token_names(tasks: Sequence[str], slots: int) -> list[str]:
     """The special block: fixed tokens, segment starts, task tokens, then reserved slots."""
     names = list(BASE_SPECIAL_TOKENS)
@@ -134,17 +138,25 @@ class TokenList:
         if missing:
             raise VocabError(f"{path}: missing keys {missing}")
         try:
-            ranges = {str(k): (int(v[0]), int(v[1])) for k, v in payload["ranges"].items()}
+            ranges, tokens = payload["ranges"], payload["tokens"]
+            if not isinstance(ranges, dict) or not all(
+                isinstance(v, list) and len(v) == 2 and all(_is_int(i) for i in v)
+                for v in ranges.values()
+            ):
+                raise VocabError(f"ranges must map modalities to [start, end], got {ranges!r:.80}")
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise VocabError("tokens must be a list of strings")
+            sizes = {k: payload[k] for k in ("num_codebooks", "codebook_size")}
+            if not all(_is_int(v) and v >= 0 for v in sizes.values()):
+                raise VocabError(f"num_codebooks and codebook_size must be integers >= 0: {sizes}")
             return cls(
-                tokens=tuple(str(t) for t in payload["tokens"]),
-                ranges=ranges,
-                num_codebooks=int(payload["num_codebooks"]),
-                codebook_size=int(payload["codebook_size"]),
+                tokens=tuple(tokens),
+                ranges={k: (v[0], v[1]) for k, v in ranges.items()},
+                num_codebooks=sizes["num_codebooks"],
+                codebook_size=sizes["codebook_size"],
             )
         except VocabError as e:
             raise VocabError(f"{path}: {e}") from None
-        except (TypeError, ValueError, IndexError, AttributeError) as e:
-            raise VocabError(f"{path}: malformed token list ({e})") from None
 
     def _check(self) -> None:
         if tuple(self.ranges) != MODALITIES:
