@@ -33,6 +33,9 @@ from opuslm.train.config import ConfigError, load_config
 from opuslm.vocab import TokenList, VocabError
 from robustness.helpers import SAMPLE_RATE, audio_bytes, tone, write_lines
 
+# torch warns about the pickle protocol of a planted training state it refuses.
+pytestmark = pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
+
 
 def rewrite(path: Path, transform: Callable[[str], str]) -> None:
     path.write_text(transform(path.read_text(encoding="utf-8")), encoding="utf-8")

@@ -42,6 +42,13 @@ from robustness.helpers import write_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
+# torch warns about the pickle protocol of the planted files it refuses; kaldiio about the
+# payload it was made to run.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning"),
+    pytest.mark.filterwarnings("ignore:An error happend when loading:UserWarning"),
+]
+
 # ------------------------------------------------------------------------------ static scan
 # Calls that unpickle (or may: kaldiio's readers unpickle PKL records and run `cmd |` entries),
 # run a shell or evaluate code, whatever their arguments.
