@@ -450,7 +450,15 @@ class Trainer:
                 if not ok:
                     consecutive_bad += 1
                     self.bad_steps_total += 1
-                    logger.warning("non-finite loss or gradient: step skipped")
+                    uttids = [u for batch in micro_batches for u in batch.uttids]
+                    logger.warning(
+                        "non-finite loss or gradient: step %d skipped (%d in a row, %d in the "
+                        "run; utterances %s)",
+                        self.step + 1,
+                        consecutive_bad,
+                        self.bad_steps_total,
+                        " ".join(uttids[:8]) + (" ..." if len(uttids) > 8 else ""),
+                    )
                     if consecutive_bad >= cfg.max_bad_steps:
                         raise TrainingError(
                             f"{consecutive_bad} consecutive steps with a non-finite loss or "
