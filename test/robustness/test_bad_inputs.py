@@ -158,6 +158,11 @@ AUDIO_CASES = {
         "header declares 230400000 bytes of audio but only 32000 follow",
     ),
     "zero-byte file": ("empty.wav", lambda: b"", "cannot read audio"),
+    "8 channels": (
+        "ch8.wav",
+        lambda: wav_bytes(np.tile(tone()[:, None], (1, 8))),
+        "8 channels; only mono or stereo is down-mixed unless downmix=True",
+    ),
     "text named .wav": ("notes.wav", lambda: b"hello world\n" * 20, "cannot read audio"),
     "wav beyond full scale (valid, clipped)": (
         "loud.wav",
