@@ -129,10 +129,14 @@ class Config:
             "train.valid_interval": self.train.valid_interval,
             "train.save_interval": self.train.save_interval,
             "train.keep_last_n": self.train.keep_last_n,
+            "train.max_bad_steps": self.train.max_bad_steps,
         }
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{where}: {key} must be positive, got {value}")
+        if self.model.ctc_weight < 0:
+            weight = self.model.ctc_weight
+            raise ConfigError(f"{where}: model.ctc_weight must be >= 0, got {weight}")
         if not self.model.base:
             raise ConfigError(f"{where}: model.base is required (HF directory or config dict)")
         if not self.data.token_list:
@@ -279,6 +283,8 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({e})") from None
         if loaded is not None and not isinstance(loaded, dict):

@@ -89,10 +89,6 @@ ALLOWED = {
         "Kaldi `cmd |` wav.scp entries, run only with allow_pipes=True (--allow_pipes): "
         "test_audio.py::test_pipes_need_opt_in, test_security.py::test_wav_scp_pipes_need_opt_in"
     ),
-    ("egs2/mini_flite/speechlm1/local/token_probe.py", "kaldiio.load_scp"): (
-        "an experiment script that reads the recipe's own stage-4 dumps; it should use "
-        "opuslm.data.ark.ScpTable (asked of the recipe's owner), then this entry goes"
-    ),
 }
 
 

@@ -14,14 +14,15 @@ import argparse
 import time
 
 import jiwer
-import kaldiio
 import numpy as np
 import torch
 from torch import nn
 
+from opuslm.data.ark import ScpTable
+
 
 def load(dumps: str, data: str, name: str, streams: slice):
-    speech = kaldiio.load_scp(f"{dumps}/{name}/speech.scp")
+    speech = ScpTable(f"{dumps}/{name}/speech.scp")
     texts = dict(line.rstrip("\n").split(" ", 1) for line in open(f"{data}/{name}/text"))
     items = [(np.asarray(speech[k])[:, streams], texts[k].lower()) for k in speech]
     return items
