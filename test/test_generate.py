@@ -12,7 +12,7 @@ from opuslm.model.generate import (
     generate_stream,
     sample,
 )
-from opuslm.model.lm import MultiStreamLM
+from opuslm.model.lm import MultiStreamLM, prefix_attention_mask
 from opuslm.tasks import Example, build_sequence, generation_prompt
 from opuslm.vocab import TokenList
 
@@ -34,7 +34,10 @@ def reference_greedy(model: MultiStreamLM, prompt: torch.Tensor, target: str, ma
     while True:
         k = len(rows) - num_prompt
         with torch.no_grad():
-            hidden, _ = model.hidden_states(torch.tensor([rows]))
+            mask = None
+            if model.prefix_lm:  # the prompt rows are the condition: bidirectional
+                mask = prefix_attention_mask(torch.tensor([num_prompt]), len(rows))
+            hidden, _ = model.hidden_states(torch.tensor([rows]), attention_mask=mask)
             logits0 = model.stream0_logits(hidden[0, -1])
             codebook_logits = model.codebook_logits(hidden[0, -1])
         row = [pad] * streams
@@ -73,8 +76,10 @@ def prompts_for(token_list, seed=0):
 
 
 @pytest.mark.parametrize("target", ["text", "speech"])
-def test_greedy_matches_no_cache_reference(target):
+@pytest.mark.parametrize("prefix_lm", [False, True])
+def test_greedy_matches_no_cache_reference(target, prefix_lm):
     model = tiny_model(seed=4)
+    model.prefix_lm = prefix_lm
     for prompt in prompts_for(model.token_list):
         config = GenerationConfig(target=target, max_frames=6)
         expected = reference_greedy(model, prompt, target, max_frames=6)
@@ -83,8 +88,10 @@ def test_greedy_matches_no_cache_reference(target):
 
 @pytest.mark.parametrize("kind", ["llama", "gpt_neox"])
 @pytest.mark.parametrize("target", ["text", "speech"])
-def test_batched_equals_one_by_one(kind, target):
+@pytest.mark.parametrize("prefix_lm", [False, True])
+def test_batched_equals_one_by_one(kind, target, prefix_lm):
     model = tiny_model(kind, seed=2)
+    model.prefix_lm = prefix_lm  # left-padded prompts: the prefix mask must skip the padding
     prompts = prompts_for(model.token_list, seed=1)
     config = GenerationConfig(target=target, max_frames=8)
     batched = generate(model, prompts, config)
@@ -291,3 +298,26 @@ def test_decode_config_takes_max_len_ratio():
     assert generation_config("asr", {"max_len_ratio": 0.8}, "decode.yaml").max_len_ratio == 0.8
     with pytest.raises(PackError, match="decode.yaml.*max_len_ratio"):
         generation_config("asr", {"max_len_ratio": -2}, "decode.yaml")
+
+
+def test_prefix_lm_prefill_equals_the_full_forward_of_each_prompt():
+    """Left-padded batched prefill with the prefix mask == each prompt alone, bidirectional."""
+    import transformers
+
+    from opuslm.model.delay import delay
+    from opuslm.model.generate import _RowDecoder
+
+    model = tiny_model(seed=4)
+    model.prefix_lm = True
+    prompts = prompts_for(model.token_list)
+    decoder = _RowDecoder(model, prompts, GenerationConfig(target="text", max_frames=2), None)
+    cache = transformers.DynamicCache(config=model.body.config)
+    prefill = decoder._feed(decoder.delayed_prompt[:, : decoder.width], 0, cache).hidden
+    for i, prompt in enumerate(prompts):
+        rows = delay(prompt[None], model.token_list.pad_id)[:, : len(prompt)]
+        with torch.no_grad():
+            bidirectional = prefix_attention_mask(torch.tensor([len(prompt)]), len(prompt))
+            expected = model.hidden_states(rows, attention_mask=bidirectional)[0][0, -1]
+            causal = model.hidden_states(rows)[0][0, -1]
+        assert torch.allclose(prefill[i], expected, atol=1e-5)
+        assert not torch.allclose(prefill[i], causal, atol=1e-5)  # the mask is in effect

@@ -11,7 +11,7 @@ import transformers
 import yaml
 
 from opuslm.model.delay import delay
-from opuslm.model.lm import DEFAULT_LOSS_WEIGHTS, MultiStreamLM
+from opuslm.model.lm import DEFAULT_LOSS_WEIGHTS, MultiStreamLM, prefix_attention_mask
 from opuslm.vocab import MODALITIES, TokenList, VocabError
 
 NUM_TEXT = 40
@@ -374,3 +374,32 @@ def test_ctc_head_trains_round_trips_and_is_optional_on_load():
     rebuilt.load_state_dict(model.state_dict())  # strict: the head is part of the architecture
     with pytest.raises(ValueError, match="ctc_weight"):
         MultiStreamLM.from_base(tiny_config(), token_list, ctc_weight=-1.0)
+
+
+def test_prefix_lm_condition_rows_see_each_other_but_never_a_target():
+    torch.manual_seed(0)
+    token_list = tiny_token_list()
+    model = MultiStreamLM.from_base(tiny_config(), token_list, prefix_lm=True).eval()
+    frames, loss_mask, lengths, speech, text = ctc_batch(token_list)
+    asr = frames[:1]
+    first_target = int(loss_mask[0].int().argmax())
+    mask = prefix_attention_mask(torch.tensor([first_target]), asr.shape[1] + asr.shape[2] - 2)
+    delayed = delay(asr, token_list.pad_id)[:, :-1]
+
+    def hidden(rows):
+        with torch.no_grad():
+            return model.hidden_states(rows, attention_mask=mask)[0][0]
+
+    base = hidden(delayed)
+    changed_target = delayed.clone()
+    changed_target[0, first_target:, 0] = token_list.sos_id  # every target token replaced
+    assert torch.allclose(hidden(changed_target)[:first_target], base[:first_target], atol=1e-6)
+    changed_speech = delayed.clone()
+    changed_speech[0, first_target - 1, 0] = token_list.eos_id  # the last condition row
+    assert not torch.allclose(hidden(changed_speech)[0], base[0])  # row 0 sees it: bidirectional
+    # The training loss uses the same mask: a prefix-LM model's loss differs from the causal one.
+    causal = MultiStreamLM.from_base(tiny_config(), token_list).eval()
+    causal.load_state_dict(model.state_dict())
+    assert not torch.allclose(
+        model(frames, loss_mask, lengths).loss, causal(frames, loss_mask, lengths).loss
+    )

@@ -24,7 +24,7 @@ import torch
 import transformers
 
 from opuslm.model.delay import delay, undelay
-from opuslm.model.lm import MultiStreamLM, StepOutput
+from opuslm.model.lm import MultiStreamLM, StepOutput, prefix_attention_mask
 
 TARGETS = {"text": "text", "speech": "semantic"}  # target -> modality of its stream-0 tokens
 
@@ -172,9 +172,14 @@ class _RowDecoder:
     def _feed(self, rows: torch.Tensor, first: int, cache) -> StepOutput:
         """Feed delayed rows [B, n, S] that sit at padded positions first .. first + n - 1."""
         last = first + rows.shape[1]
+        mask = None if self.mask is None else self.mask[:, :last]
+        if first == 0 and self.model.prefix_lm:
+            # The prompt is the condition: its rows attend to each other in both directions.
+            padding = self.width - self.prompt_lengths
+            mask = prefix_attention_mask(torch.full_like(padding, last), last, padding)
         return self.model.forward_step(
             rows,
-            None if self.mask is None else self.mask[:, :last],
+            mask,
             cache,
             None if self.positions is None else self.positions[:, first:last],
         )

@@ -51,6 +51,26 @@ class StepOutput(NamedTuple):
     cache: Any
 
 
+def prefix_attention_mask(
+    condition_rows: torch.Tensor,
+    num_rows: int,
+    padding: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Additive attention mask [B, 1, L, L] (0 = may attend, dtype's min = may not) of a prefix
+    LM: rows below condition_rows [B] attend to each other in both directions, the rest causally.
+    With left `padding` [B], keys before it are masked (a padded query row keeps itself, so no
+    row is empty). Additive, not boolean: eager and SDPA attention both read it the same way."""
+    rows = torch.arange(num_rows, device=condition_rows.device)
+    query, key = rows[:, None], rows[None, :]
+    condition = condition_rows[:, None, None]
+    allowed = (key <= query) | ((query < condition) & (key < condition))  # [B, L, L]
+    if padding is not None:
+        allowed = (allowed & (key >= padding[:, None, None])) | (key == query)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
 def cache_argument(base_model: nn.Module) -> str:
     """The KV-cache keyword of a Hugging Face base model's forward: transformers renamed
     `past_key_values` to `cache` during 5.x, and an unknown keyword would be silently ignored."""
@@ -76,6 +96,7 @@ class MultiStreamLM(nn.Module):
         token_list: TokenList,
         loss_weights: dict[str, float] | None = None,
         ctc_weight: float = 0.0,
+        prefix_lm: bool = False,
     ) -> None:
         super().__init__()
         if ctc_weight < 0:
@@ -104,6 +125,7 @@ class MultiStreamLM(nn.Module):
         self.register_buffer("modality_ids", modality_ids, persistent=False)
         self.register_buffer("id_weights", weights[modality_ids], persistent=False)
         self.ctc_weight = float(ctc_weight)
+        self.prefix_lm = bool(prefix_lm)
         # Text ids + blank (the last class); only built when used, so checkpoints without it load.
         self.ctc_head = (
             nn.Linear(body.config.hidden_size, token_list.size("text") + 1) if ctc_weight else None
@@ -117,6 +139,7 @@ class MultiStreamLM(nn.Module):
         token_list: TokenList,
         loss_weights: dict[str, float] | None = None,
         ctc_weight: float = 0.0,
+        prefix_lm: bool = False,
         **from_pretrained_kwargs: Any,
     ) -> MultiStreamLM:
         """Extend a base causal LM: a local HF directory (no download) or a config (random init)."""
@@ -127,7 +150,7 @@ class MultiStreamLM(nn.Module):
             body = transformers.AutoModelForCausalLM.from_pretrained(
                 os.fspath(base), local_files_only=True, **kwargs
             )
-        return cls(body, token_list, loss_weights, ctc_weight)
+        return cls(body, token_list, loss_weights, ctc_weight, prefix_lm)
 
     def config_dict(self) -> dict:
         """JSON/YAML-serialisable description; `from_config_dict` rebuilds the architecture."""
@@ -138,6 +161,7 @@ class MultiStreamLM(nn.Module):
             "body": body_config,
             "loss_weights": dict(self.loss_weights),
             "ctc_weight": self.ctc_weight,
+            "prefix_lm": self.prefix_lm,
         }
 
     @classmethod
@@ -150,7 +174,13 @@ class MultiStreamLM(nn.Module):
             )
         body_config = transformers.AutoConfig.for_model(**config["body"])
         body = transformers.AutoModelForCausalLM.from_config(body_config)
-        return cls(body, token_list, config.get("loss_weights"), config.get("ctc_weight", 0.0))
+        return cls(
+            body,
+            token_list,
+            config.get("loss_weights"),
+            config.get("ctc_weight", 0.0),
+            config.get("prefix_lm", False),
+        )
 
     def _extend_vocabulary(self) -> None:
         """Grow embedding and head from the text rows to the joint vocabulary."""
@@ -278,7 +308,12 @@ class MultiStreamLM(nn.Module):
         targets = delayed[:, 1:]
         target_mask = target_mask[:, 1:] & (targets != pad)  # [B, L-1, S]
         # Right padding under a causal mask: no valid row ever sees a padded one.
-        hidden, _ = self.hidden_states(delayed[:, :-1])  # [B, L-1, H]
+        mask = None
+        if self.prefix_lm:
+            has_target = target_frames.any(1)
+            first_target = torch.where(has_target, target_frames.int().argmax(1), 0)  # [B]
+            mask = prefix_attention_mask(first_target, delayed.shape[1] - 1)
+        hidden, _ = self.hidden_states(delayed[:, :-1], attention_mask=mask)  # [B, L-1, H]
         example_index = torch.arange(batch, device=frames.device)[:, None].expand_as(
             targets[..., 0]
         )

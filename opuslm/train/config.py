@@ -35,6 +35,8 @@ class ModelConfig:
     loss_weights: dict[str, float] | None = None
     # Weight of the optional CTC alignment loss on the speech frames of ASR examples (0 = off).
     ctc_weight: float = 0.0
+    # Prefix-LM attention: the condition rows (e.g. ASR speech) attend in both directions.
+    prefix_lm: bool = False
     gradient_checkpointing: bool = False
 
 

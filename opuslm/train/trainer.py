@@ -80,7 +80,11 @@ def build_model(config: Config, token_list: TokenList) -> MultiStreamLM:
         fields = {"vocab_size": token_list.size("text"), **base}
         base = transformers.AutoConfig.for_model(**fields)
     return MultiStreamLM.from_base(
-        base, token_list, config.model.loss_weights, config.model.ctc_weight
+        base,
+        token_list,
+        config.model.loss_weights,
+        config.model.ctc_weight,
+        config.model.prefix_lm,
     )
 
 
