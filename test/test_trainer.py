@@ -97,14 +97,8 @@ def train_command(config: Path, output_dir: Path, *overrides: str) -> list[str]:
     ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_restored_determinism():
-    """Tiny models run fastest on one thread; the trainer's deterministic mode is process-wide."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+# One thread (tiny models, bit-identical kernels); determinism restored (test/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread_and_restored_determinism")
 
 
 # ------------------------------------------------------------------------------------ config

@@ -51,14 +51,8 @@ SAVES = STEPS // SAVE_INTERVAL
 CHILD_TIMEOUT_S = 120
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_restored_determinism():
-    """Bit-identical runs need the same kernels; the trainer's deterministic mode is global."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+# One thread (tiny models, bit-identical kernels); determinism restored (test/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread_and_restored_determinism")
 
 
 # ---------------------------------------------------------------------------------- killing
