@@ -320,6 +320,32 @@ def build_model(
     return model.eval()
 
 
+def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[Path, dict, TokenList]:
+    """(step directory, training config, token list) of a training checkpoint: a step directory,
+    or a run / checkpoints directory (its `latest`). Problems are PackErrors naming the file."""
+    from opuslm.train.checkpoint import CheckpointError, load_checkpoint_config
+
+    try:
+        step_dir = resolve_checkpoint(checkpoint)
+        run_config = load_checkpoint_config(step_dir)
+    except CheckpointError as e:
+        raise PackError(str(e)) from None
+    if not isinstance(run_config, dict) or "model" not in run_config:
+        raise PackError(f"{step_dir / 'config.yaml'}: expected a mapping with a 'model' entry")
+    try:
+        token_list = TokenList.load(step_dir / TOKEN_LIST)
+    except VocabError as e:
+        raise PackError(str(e)) from None
+    return step_dir, run_config, token_list
+
+
+def load_checkpoint_model(checkpoint: str | os.PathLike) -> tuple[MultiStreamLM, Path]:
+    """The MultiStreamLM of a training checkpoint (see `read_checkpoint`) and its step directory."""
+    step_dir, run_config, token_list = read_checkpoint(checkpoint)
+    model = build_model(run_config["model"], token_list, read_weights(step_dir / WEIGHTS), step_dir)
+    return model, step_dir
+
+
 # ------------------------------------------------------------------------------ loading
 @dataclass
 class PackedModel:
@@ -449,21 +475,9 @@ def pack(
         utterance is a good choice); it is stored as tokens, cut to `prompt_frames`.
     decoding: per-task overrides of the default decoding settings.
     """
-    from opuslm.train.checkpoint import CheckpointError, load_checkpoint_config
-
     if prompt_frames is not None and prompt_frames <= 0:
         raise PackError(f"prompt_frames must be positive, got {prompt_frames}")
-    try:
-        step_dir = resolve_checkpoint(checkpoint)
-        run_config = load_checkpoint_config(step_dir)
-    except CheckpointError as e:
-        raise PackError(str(e)) from None
-    if not isinstance(run_config, dict) or "model" not in run_config:
-        raise PackError(f"{step_dir / 'config.yaml'}: expected a mapping with a 'model' entry")
-    try:
-        token_list = TokenList.load(step_dir / TOKEN_LIST)
-    except VocabError as e:
-        raise PackError(str(e)) from None
+    step_dir, run_config, token_list = read_checkpoint(checkpoint)
     text_tokenizer, semantic, codec = load_tokenizers(
         Path(text_tokenizer_dir), Path(semantic_dir), Path(codec_dir)
     )

@@ -26,22 +26,17 @@ from opuslm.data.manifest import Manifest
 from opuslm.fileio import write_text_atomic
 from opuslm.model.generate import GenerationConfig, generate
 from opuslm.model.lm import MultiStreamLM
+from opuslm.packing import load_checkpoint_model as read_checkpoint_model
 from opuslm.tasks import Example, generation_prompt
 from opuslm.tokenizers.text import load_text_tokenizer
-from opuslm.train import checkpoint as ckpt
-from opuslm.vocab import TokenList
 
 log = logging.getLogger("opuslm.decode_asr_dumps")
 
 
 def load_checkpoint_model(path: str | Path, device: str | torch.device) -> MultiStreamLM:
     """The MultiStreamLM of a training checkpoint (step dir, checkpoints root or experiment dir)."""
-    directory = ckpt.resolve_checkpoint(path)
-    token_list = TokenList.load(directory / ckpt.TOKEN_LIST)
-    model_config = ckpt.load_checkpoint_config(directory)["model"]
-    model = MultiStreamLM.from_config_dict(model_config, token_list)
-    model.load_state_dict(ckpt.load_weights(directory / ckpt.WEIGHTS))
-    return model.to(device).eval()
+    model, _ = read_checkpoint_model(path)
+    return model.to(device)
 
 
 def transcribe_manifest(

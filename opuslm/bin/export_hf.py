@@ -25,15 +25,10 @@ import torch
 import transformers
 
 from opuslm.fileio import write_directory_atomic
-from opuslm.packing import PackError, build_model, read_weights
+from opuslm.packing import PackError, load_checkpoint_model
 from opuslm.train.checkpoint import (
     TOKEN_LIST,
-    WEIGHTS,
-    CheckpointError,
-    load_checkpoint_config,
-    resolve_checkpoint,
 )
-from opuslm.vocab import TokenList, VocabError
 
 logger = logging.getLogger("opuslm.export_hf")
 
@@ -45,19 +40,10 @@ class ExportError(ValueError):
 def text_only_lm(checkpoint: str | os.PathLike) -> transformers.PreTrainedModel:
     """The checkpoint's body as a causal LM over the text ids `[0, V_text)` (see module doc)."""
     try:
-        step_dir = resolve_checkpoint(checkpoint)
-        run_config = load_checkpoint_config(step_dir)
-        token_list = TokenList.load(step_dir / TOKEN_LIST)
-    except (CheckpointError, VocabError) as e:
-        raise ExportError(str(e)) from None
-    if not isinstance(run_config, dict) or "model" not in run_config:
-        raise ExportError(f"{step_dir / 'config.yaml'}: expected a mapping with a 'model' entry")
-    try:
-        model = build_model(
-            run_config["model"], token_list, read_weights(step_dir / WEIGHTS), step_dir
-        )
+        model, step_dir = load_checkpoint_model(checkpoint)
     except PackError as e:
         raise ExportError(str(e)) from None
+    token_list = model.token_list
     start, num_text = token_list.ranges["text"]
     if start != 0 or num_text == 0:
         raise ExportError(
