@@ -5,6 +5,7 @@ import pytest
 import torch
 from test_lm import random_frames, single_thread, tiny_config, tiny_model, tiny_token_list  # noqa: F401
 
+from opuslm.model.delay import delay
 from opuslm.model.generate import (
     GenerationConfig,
     SamplingConfig,
@@ -304,7 +305,6 @@ def test_prefix_lm_prefill_equals_the_full_forward_of_each_prompt():
     """Left-padded batched prefill with the prefix mask == each prompt alone, bidirectional."""
     import transformers
 
-    from opuslm.model.delay import delay
     from opuslm.model.generate import _RowDecoder
 
     model = tiny_model(seed=4)
@@ -321,3 +321,107 @@ def test_prefix_lm_prefill_equals_the_full_forward_of_each_prompt():
             causal = model.hidden_states(rows)[0][0, -1]
         assert torch.allclose(prefill[i], expected, atol=1e-5)
         assert not torch.allclose(prefill[i], causal, atol=1e-5)  # the mask is in effect
+
+
+# ------------------------------------------------------------------ joint CTC / LM decoding
+def ctc_model(seed: int = 0) -> MultiStreamLM:
+    torch.manual_seed(seed)
+    return MultiStreamLM.from_base(tiny_config(), tiny_token_list(), ctc_weight=1.0).eval()
+
+
+def peaked_posteriors(alignments: list[list[int]], num_classes: int) -> torch.Tensor:
+    """Log-posteriors [B, N, C + 1] peaking on each frame's class of the given alignments."""
+    longest = max(map(len, alignments))
+    logits = torch.zeros(len(alignments), longest, num_classes)
+    for i, alignment in enumerate(alignments):
+        logits[i, torch.arange(len(alignment)), torch.tensor(alignment)] = 10.0
+    return logits.log_softmax(-1)
+
+
+def test_pure_ctc_decoding_follows_the_ctc_posteriors():
+    """ctc_weight 1: greedy joint decoding emits exactly the CTC-supported ids, then eos."""
+    model = ctc_model()
+    token_list = model.token_list
+    blank = token_list.size("text")
+    prompts = prompts_for(token_list, seed=1)  # 4, 7 and 1 speech frames
+    alignments = [[3, blank, 3, blank], [5, 9, blank, 9, 2, 2, blank], [7]]
+    expected = [[3, 3], [5, 9, 9, 2], [7]]
+    speech_lengths = torch.tensor([4, 7, 1])
+
+    def patched(frames, lengths):
+        assert torch.equal(lengths, torch.tensor([len(p) for p in prompts]))
+        return peaked_posteriors(alignments, blank + 1), speech_lengths
+
+    model.ctc_log_probs = patched
+    config = GenerationConfig(target="text", max_frames=10, ctc_weight=1.0)
+    outputs = generate(model, prompts, config)
+    assert [o[:, 0].tolist() for o in outputs] == expected  # ended by eos, before max_frames
+    plain = generate(model, prompts, GenerationConfig(target="text", max_frames=10))
+    assert [len(o) for o in plain] != [len(e) for e in expected]  # the LM alone says otherwise
+
+
+def test_joint_first_step_is_the_weighted_sum_of_lm_and_ctc_scores():
+    from opuslm.model.ctc_prefix import CTCPrefixScorer
+
+    model = ctc_model(seed=3)
+    token_list = model.token_list
+    prompt = prompts_for(token_list, seed=1)[1]
+    with torch.no_grad():
+        log_probs, lengths = model.ctc_log_probs(prompt[None], torch.tensor([len(prompt)]))
+        hidden, _ = model.hidden_states(delay(prompt[None], token_list.pad_id)[:, : len(prompt)])
+        allowed = list(range(token_list.size("text"))) + [token_list.eos_id]
+        lm = model.stream0_logits(hidden[0, -1])[allowed].log_softmax(-1)
+    scorer = CTCPrefixScorer(log_probs, lengths)
+    psi, whole = scorer.score(torch.arange(token_list.size("text"))[None])
+    ctc = torch.cat([psi[0], whole])  # g empty: psi(g) = 1
+    for weight in (0.3, 0.8):
+        joint = (1 - weight) * lm + weight * ctc
+        config = GenerationConfig(target="text", max_frames=1, ctc_weight=weight, ctc_pre_beam=0)
+        output = generate(model, [prompt], config)[0]
+        first = allowed[int(joint.argmax())]
+        assert output[:, 0].tolist() == ([] if first == token_list.eos_id else [first])
+
+
+def test_a_one_id_pre_beam_keeps_the_lm_choices():
+    """With one CTC-scored candidate per step, the CTC can only stop early, never reorder."""
+    model = ctc_model(seed=2)
+    prompts = prompts_for(model.token_list, seed=1)
+    plain = generate(model, prompts, GenerationConfig(target="text", max_frames=8))
+    config = GenerationConfig(target="text", max_frames=8, ctc_weight=0.5, ctc_pre_beam=1)
+    for joint, lm_only in zip(generate(model, prompts, config), plain):
+        assert torch.equal(joint, lm_only[: len(joint)])
+
+
+def test_joint_decoding_batched_equals_one_by_one_and_weight_0_is_plain():
+    model = ctc_model(seed=1)
+    model.prefix_lm = True  # the CTC posteriors must skip the left padding too
+    prompts = prompts_for(model.token_list, seed=1)
+    config = GenerationConfig(target="text", max_frames=8, ctc_weight=0.5, ctc_pre_beam=5)
+    batched = generate(model, prompts, config)
+    for prompt, output in zip(prompts, batched):
+        assert torch.equal(output, generate(model, [prompt], config)[0])
+    plain = GenerationConfig(target="text", max_frames=8)
+    off = GenerationConfig(target="text", max_frames=8, ctc_weight=0.0)
+    for prompt in prompts:
+        expected = reference_greedy(model, prompt, "text", max_frames=8)
+        assert torch.equal(generate(model, [prompt], off)[0], expected)
+        assert torch.equal(generate(model, [prompt], plain)[0], expected)
+
+
+def test_joint_decoding_settings_are_checked():
+    for weight in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="ctc_weight must be in"):
+            GenerationConfig(target="text", ctc_weight=weight)
+    with pytest.raises(ValueError, match="ctc_pre_beam"):
+        GenerationConfig(target="text", ctc_weight=0.5, ctc_pre_beam=-1)
+    with pytest.raises(ValueError, match="ctc_weight needs target 'text'"):
+        GenerationConfig(target="speech", ctc_weight=0.5)
+    prompts = prompts_for(tiny_model().token_list)
+    config = GenerationConfig(target="text", max_frames=2, ctc_weight=0.5)
+    with pytest.raises(ValueError, match="needs a model with a CTC head"):
+        generate(tiny_model(), prompts, config)
+    no_speech = torch.tensor(
+        [[ctc_model().token_list.sos_id] + [ctc_model().token_list.pad_id] * 3]
+    )
+    with pytest.raises(ValueError, match="prompt 1 has no speech frames"):
+        generate(ctc_model(), [prompts[0], no_speech], config)

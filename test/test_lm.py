@@ -403,3 +403,48 @@ def test_prefix_lm_condition_rows_see_each_other_but_never_a_target():
     assert not torch.allclose(
         model(frames, loss_mask, lengths).loss, causal(frames, loss_mask, lengths).loss
     )
+
+
+@pytest.mark.parametrize("prefix_lm", [False, True])
+def test_ctc_log_probs_of_a_prompt_are_the_posteriors_training_reads(prefix_lm):
+    """The decoding prompt's CTC posteriors give training's CTC loss; padding changes nothing."""
+    from opuslm.tasks import Example, generation_prompt
+
+    torch.manual_seed(0)
+    token_list = tiny_token_list()
+    model = MultiStreamLM.from_base(
+        tiny_config(), token_list, ctc_weight=1.0, prefix_lm=prefix_lm
+    ).eval()
+    frames, loss_mask, lengths, speech, text = ctc_batch(token_list)
+    with torch.no_grad():
+        trained = model(frames, loss_mask, lengths).stats["loss_sum/ctc"]
+        asr = Example("a", speech=speech)
+        prompt = torch.from_numpy(generation_prompt("asr", asr, token_list))
+        short = torch.from_numpy(
+            generation_prompt("asr", Example("b", speech=speech[:5]), token_list)
+        )
+        batch = torch.full((2, len(prompt), token_list.num_streams), token_list.pad_id)
+        batch[0], batch[1, : len(short)] = prompt, short
+        log_probs, speech_lengths = model.ctc_log_probs(
+            batch, torch.tensor([len(prompt), len(short)])
+        )
+        alone, alone_lengths = model.ctc_log_probs(short[None], torch.tensor([len(short)]))
+    assert speech_lengths.tolist() == [9, 5] and log_probs.shape == (2, 9, NUM_TEXT + 1)
+    ctc = F.ctc_loss(
+        log_probs[:1].transpose(0, 1),
+        torch.as_tensor(text)[None],
+        speech_lengths[:1],
+        torch.tensor([len(text)]),
+        blank=NUM_TEXT,
+        reduction="sum",
+    )
+    assert float(ctc) == pytest.approx(trained, rel=1e-5)
+    assert alone_lengths.tolist() == [5]
+    assert torch.allclose(log_probs[1, :5], alone[0], atol=1e-5)
+
+
+def test_ctc_log_probs_need_a_ctc_head():
+    model = tiny_model()
+    frames, _, lengths, _, _ = ctc_batch(model.token_list)
+    with pytest.raises(ValueError, match="no CTC head"):
+        model.ctc_log_probs(frames, lengths)

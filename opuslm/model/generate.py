@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 import transformers
 
+from opuslm.model.ctc_prefix import CTCPrefixScorer
 from opuslm.model.delay import delay, undelay
 from opuslm.model.lm import MultiStreamLM, StepOutput, prefix_attention_mask
 
@@ -62,16 +63,29 @@ class GenerationConfig:
     # max_frames), like ESPnet's maxlenratio: an ASR transcript cannot be much longer than its
     # audio, so a model caught in a repetition loop stops there instead of at max_frames.
     max_len_ratio: float = 0.0
+    # > 0 (text targets of a model with a CTC head): joint CTC / LM decoding as ESPnet's, each
+    # stream-0 id scored (1 - ctc_weight) log p_LM + ctc_weight (CTC prefix score delta) from the
+    # prompt's speech frames (`opuslm.model.ctc_prefix`), which rules out transcripts the audio
+    # does not support. Only the ctc_pre_beam best LM ids per step are CTC-scored (0: all text
+    # ids; ctc_weight 1 scores all of them too, as the LM then ranks nothing).
+    ctc_weight: float = 0.0
+    ctc_pre_beam: int = 20
 
     def __post_init__(self) -> None:
         if self.max_len_ratio < 0:
             raise ValueError(f"max_len_ratio must be >= 0, got {self.max_len_ratio}")
+        if not 0 <= self.ctc_weight <= 1:
+            raise ValueError(f"ctc_weight must be in [0, 1], got {self.ctc_weight}")
+        if self.ctc_pre_beam < 0:
+            raise ValueError(f"ctc_pre_beam must be >= 0, got {self.ctc_pre_beam}")
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {sorted(TARGETS)}, got {self.target!r}")
         if not 0 <= self.min_frames <= self.max_frames:
             raise ValueError(
                 f"need 0 <= min_frames <= max_frames, got {self.min_frames} and {self.max_frames}"
             )
+        if self.ctc_weight > 0 and self.target != "text":
+            raise ValueError(f"ctc_weight needs target 'text', got {self.target!r}")
 
 
 def sample(
@@ -147,6 +161,28 @@ class _RowDecoder:
         self.codebook_offsets = token_list.ranges["acoustic"][0] + token_list.codebook_size * (
             torch.arange(streams - 1, device=device)
         )
+        self.ctc = self._ctc_scorer(prompts) if config.ctc_weight > 0 else None
+
+    @torch.no_grad()
+    def _ctc_scorer(self, prompts: list[torch.Tensor]) -> CTCPrefixScorer:
+        """The CTC prefix scorer of the prompts' speech frames (one forward of the prompts)."""
+        if self.model.ctc_head is None:
+            raise ValueError(
+                "ctc_weight > 0 needs a model with a CTC head (trained with model.ctc_weight > 0)"
+            )
+        # Right-padded, not left-padded like the decoding batch: ctc_log_probs reads the rows
+        # as training does, where padding only ever follows an example.
+        frames = torch.full_like(self.delayed_prompt[:, : self.width], self.pad)
+        for i, prompt in enumerate(prompts):
+            frames[i, : len(prompt)] = prompt.to(self.device)
+        log_probs, speech_lengths = self.model.ctc_log_probs(frames, self.prompt_lengths)
+        no_speech = (speech_lengths == 0).nonzero().flatten().tolist()
+        if no_speech:
+            raise ValueError(
+                f"ctc_weight > 0 scores the prompt's speech, but prompt {no_speech[0]} has no "
+                "speech frames (an ASR prompt is needed)"
+            )
+        return CTCPrefixScorer(log_probs, speech_lengths)
 
     def _output_limits(self, frames: torch.Tensor, semantic: tuple[int, int]) -> torch.Tensor:
         """Most frames each output may have [B]: max_frames, or the max_len_ratio bound."""
@@ -211,6 +247,8 @@ class _RowDecoder:
         if k <= self.config.max_frames:
             bias = self.bias_with_eos if k >= self.config.min_frames else self.bias_without_eos
             logits = self.model.head_logits(step.hidden, *self.window) + bias
+            if self.ctc is not None:
+                logits = self._joint_scores(logits)
             token0 = sample(logits, self.stream0_sampling, self.generator) + self.window[0]
             token0 = token0.masked_fill(k >= self.limits, self.eos)
             if len(self.stop_ids):
@@ -218,6 +256,10 @@ class _RowDecoder:
             ended = eos_frame >= 0
             token0 = token0.masked_fill(ended, self.pad)
             eos_frame.masked_fill_(~ended & (token0 == self.eos), k)
+            if self.ctc is not None:
+                text_lo, text_hi = self.model.token_list.ranges["text"]
+                is_text = (token0 >= text_lo) & (token0 < text_hi)
+                self.ctc.advance(torch.where(is_text, token0 - text_lo, -1))
             stream0_history[:, k] = token0
             row[:, 0] = token0
         if streams == 1:
@@ -235,6 +277,41 @@ class _RowDecoder:
             from_prompt = frame_of_stream < 0
             row[:, 1:][:, from_prompt] = self.delayed_prompt[:, self.width + k, 1:][:, from_prompt]
         return row
+
+    def _joint_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Stream-0 logits over the window [B, W] (banned ids -inf) -> joint CTC / LM scores
+        [B, W]: text candidates get (1 - w) log p_LM + w (log psi(g + c) - log psi(g)), eos
+        (1 - w) log p_LM(eos) + w (log P_ctc(g) - log psi(g)); every other id is -inf."""
+        weight = self.config.ctc_weight
+        lm = logits.float().log_softmax(-1)
+        text_lo, text_hi = self.model.token_list.ranges["text"]
+        text = lm[:, text_lo - self.window[0] : text_hi - self.window[0]]  # [B, C]
+        pre_beam = self.config.ctc_pre_beam
+        if weight < 1 and 0 < pre_beam < text.shape[1]:
+            labels = text.topk(pre_beam, dim=-1).indices  # [B, K] ESPnet's pre-beam
+        else:
+            labels = torch.arange(text.shape[1], device=self.device).expand(len(text), -1)
+        prefix, whole = self.ctc.score(labels)
+        # A hypothesis the CTC scores rule out (psi = 0) only arises when nothing else was left
+        # (see below); from then on the LM decides alone.
+        alive = (self.ctc.prefix_score > float("-inf"))[:, None]
+        delta = torch.where(alive, prefix - self.ctc.prefix_score[:, None], 0.0)
+        eos_delta = torch.where(alive[:, 0], whole - self.ctc.prefix_score, 0.0)
+
+        def joint(lm_scores: torch.Tensor, ctc_delta: torch.Tensor) -> torch.Tensor:
+            # A banned id stays banned at ctc_weight 1 too (0 * -inf would be nan).
+            mixed = (1 - weight) * lm_scores + weight * ctc_delta
+            return torch.where(lm_scores > float("-inf"), mixed, float("-inf"))
+
+        columns = labels + text_lo - self.window[0]
+        scores = torch.full_like(lm, float("-inf"))
+        scores.scatter_(1, columns, joint(lm.gather(1, columns), delta))
+        eos = self.eos - self.window[0]
+        scores[:, eos] = joint(lm[:, eos], eos_delta)
+        # Every candidate ruled out and eos banned (min_frames): the LM picks among candidates.
+        stuck = (scores == float("-inf")).all(-1, keepdim=True)
+        fallback = torch.full_like(lm, float("-inf")).scatter_(1, columns, lm.gather(1, columns))
+        return torch.where(stuck, fallback, scores)
 
 
 def generate(

@@ -362,27 +362,19 @@ class MultiStreamLM(nn.Module):
         """CTC of the text target from the speech-condition frames of each ASR-shaped example.
 
         frames [B, T, S] undelayed ids, hidden [B, L-1, H] (delayed rows), target_frames [B, T].
-        Speech frame t is read at hidden row t + S - 1, the first row that has seen all of its
-        streams (stream s is delayed by s). Returns the CTC NLL per used example [B'], the indices
-        of those examples [B'] and the number of target text tokens.
+        Returns the CTC NLL per used example [B'], the indices of those examples [B'] and the
+        number of target text tokens.
         """
         stream0 = frames[..., 0]
-        positions = torch.arange(frames.shape[1], device=frames.device)
-        valid = positions < lengths[:, None]
-        sem_lo, sem_hi = self.token_list.ranges["semantic"]
         txt_lo, txt_hi = self.token_list.ranges["text"]
-        speech = valid & ~target_frames & (stream0 >= sem_lo) & (stream0 < sem_hi)  # [B, T]
+        speech = self._speech_frames(frames, lengths) & ~target_frames  # [B, T]
         text = target_frames & (stream0 >= txt_lo) & (stream0 < txt_hi)  # [B, T]
         used = torch.nonzero(speech.any(1) & text.any(1)).flatten()  # [B']
         if len(used) == 0:
             return hidden.new_zeros(0), used, 0
-        speech, text, stream0 = speech[used], text[used], stream0[used]
-        input_lengths, target_lengths = speech.sum(1), text.sum(1)  # [B']
-        # A stable sort of "not speech" moves each example's speech frames to the front, in order.
-        speech_order = torch.argsort((~speech).to(torch.int8), dim=1, stable=True)
-        rows = speech_order[:, : int(input_lengths.max())] + self.num_streams - 1  # [B', N]
-        picked = hidden[used].gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
-        log_probs = F.log_softmax(self.ctc_head(picked).float(), dim=-1)  # [B', N, n_text + 1]
+        text, stream0 = text[used], stream0[used]
+        log_probs, input_lengths = self._speech_log_probs(hidden[used], speech[used])
+        target_lengths = text.sum(1)  # [B']
         text_order = torch.argsort((~text).to(torch.int8), dim=1, stable=True)
         targets = stream0.gather(1, text_order[:, : int(target_lengths.max())]) - txt_lo
         targets = targets.clamp(0, txt_hi - txt_lo - 1)  # entries past a target's length: unused
@@ -396,6 +388,54 @@ class MultiStreamLM(nn.Module):
             zero_infinity=True,  # speech too short for its text: no gradient, not a NaN
         )
         return ctc, used, int(target_lengths.sum())
+
+    def ctc_log_probs(
+        self, frames: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CTC posteriors of the speech frames of condition frames, read as training reads them.
+
+        frames: LongTensor [B, T, S] undelayed ids (e.g. decoding prompts), right-padded beyond
+        lengths [B]; every frame is a condition (with `prefix_lm`, rows below lengths attend in
+        both directions, like training's condition rows). Returns float32 log-probabilities
+        [B, N, C + 1] (text ids, then blank; N = the most speech frames) and the speech frames
+        per example [B].
+
+        Speech frame t is read at row t + S - 1, so the S - 1 delayed rows after the last frame
+        are fed too, with stream 0 = pad: in training they hold the target's first stream-0
+        tokens, which decoding does not know yet. Only speech among the last S - 1 frames reads
+        such a row; an ASR prompt ends with S - 1 pad frames and the text start, so none does.
+        """
+        if self.ctc_head is None:
+            raise ValueError("the model has no CTC head (it was trained with model.ctc_weight 0)")
+        delayed = delay(frames, self.token_list.pad_id)  # [B, T + S - 1, S]
+        mask = None
+        if self.prefix_lm:
+            mask = prefix_attention_mask(lengths.to(frames.device), delayed.shape[1])
+        hidden, _ = self.hidden_states(delayed, attention_mask=mask)
+        return self._speech_log_probs(hidden, self._speech_frames(frames, lengths))
+
+    def _speech_frames(self, frames: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """BoolTensor [B, T]: the valid frames of frames [B, T, S] whose stream 0 is semantic."""
+        stream0 = frames[..., 0]
+        positions = torch.arange(frames.shape[1], device=frames.device)
+        sem_lo, sem_hi = self.token_list.ranges["semantic"]
+        return (positions < lengths[:, None]) & (stream0 >= sem_lo) & (stream0 < sem_hi)
+
+    def _speech_log_probs(
+        self, hidden: torch.Tensor, speech: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CTC log-posteriors [B, N, C + 1] of the speech frames speech [B, T] (bool) from the
+        hidden states [B, L, H] of their delayed rows, and the speech frames per example [B].
+
+        Speech frame t is read at hidden row t + S - 1, the first row that has seen all of its
+        streams (stream s is delayed by s).
+        """
+        input_lengths = speech.sum(1)  # [B]
+        # A stable sort of "not speech" moves each example's speech frames to the front, in order.
+        speech_order = torch.argsort((~speech).to(torch.int8), dim=1, stable=True)
+        rows = speech_order[:, : int(input_lengths.max())] + self.num_streams - 1  # [B, N]
+        picked = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
+        return F.log_softmax(self.ctc_head(picked).float(), dim=-1), input_lengths
 
     def _codebook_loss(
         self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
