@@ -38,6 +38,7 @@ from opuslm.audio import resample
 from opuslm.model.generate import GenerationConfig, generate, generate_stream
 from opuslm.packing import (
     PackedModel,
+    check_decoding_model,
     generation_config,
     load_packed,
     merge_settings,
@@ -82,11 +83,14 @@ class OpusLM:
     def decoding(self, task: str, overrides: dict | None = None) -> GenerationConfig:
         """The packed default decoding settings of `task`, with `overrides` merged in.
 
-        overrides: e.g. {"semantic": {"greedy": True}, "max_frames": 200}.
+        overrides: e.g. {"semantic": {"greedy": True}, "max_frames": 200}, or for asr
+        {"ctc_weight": 0.3} (joint CTC / LM decoding; needs a model trained with a CTC head).
         """
         settings = self.packed.config.decoding.get(task, {})
         merged = merge_settings(settings, overrides or {})
-        config = generation_config(task, merged, f"decoding settings for {task}")
+        where = f"decoding settings for {task}"
+        config = generation_config(task, merged, where)
+        check_decoding_model(config, self.model, where)
         eos = self.text_tokenizer.eos_id
         if task == "textlm" and eos is not None:
             # textlm sequences end with the tokenizer's own eos (a text id, not the joint eos).

@@ -97,7 +97,8 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
     """A GenerationConfig for `task` from a settings mapping, e.g.
 
         {"text": {"greedy": true}, "semantic": {"greedy": false, "top_k": 30},
-         "acoustic": {...}, "min_frames": 0, "max_frames": 512, "max_len_ratio": 0.8}
+         "acoustic": {...}, "min_frames": 0, "max_frames": 512, "max_len_ratio": 0.8,
+         "ctc_weight": 0.3, "ctc_pre_beam": 20}
 
     Unknown keys and bad values raise PackError naming `where` and the key.
     """
@@ -106,18 +107,22 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
     if not isinstance(settings, dict):
         raise PackError(f"{where}: decoding settings must be a mapping, got {settings!r:.80}")
     modality_keys = {f.name for f in dataclasses.fields(SamplingConfig)}
-    known = {"text", "semantic", "acoustic", "min_frames", "max_frames", "max_len_ratio"}
+    scalars = {
+        "min_frames": int,
+        "max_frames": int,
+        "max_len_ratio": float,
+        "ctc_weight": float,
+        "ctc_pre_beam": int,
+    }
+    known = {"text", "semantic", "acoustic", *scalars}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise PackError(f"{where}: unknown decoding key {unknown[0]!r} (known: {sorted(known)})")
     kwargs: dict[str, Any] = {"target": TASK_TARGETS[task]}
     try:
         for name, value in settings.items():
-            if name in ("min_frames", "max_frames"):
-                kwargs[name] = int(value)
-                continue
-            if name == "max_len_ratio":
-                kwargs[name] = float(value)
+            if name in scalars:
+                kwargs[name] = scalars[name](value)
                 continue
             if not isinstance(value, dict):
                 raise PackError(f"{where}: {name} must be a mapping of {sorted(modality_keys)}")
@@ -132,6 +137,15 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
         if isinstance(e, PackError):
             raise
         raise PackError(f"{where}: bad decoding settings for {task}: {e}") from None
+
+
+def check_decoding_model(config: GenerationConfig, model: MultiStreamLM, where: str) -> None:
+    """Raise PackError if `model` cannot decode with `config` (ctc_weight without a CTC head)."""
+    if config.ctc_weight > 0 and model.ctc_head is None:
+        raise PackError(
+            f"{where}: ctc_weight {config.ctc_weight} needs a model with a CTC head, and this "
+            "one was trained without (model.ctc_weight 0)"
+        )
 
 
 def merge_settings(base: dict, overrides: dict) -> dict:
@@ -498,7 +512,8 @@ def pack(
     settings = _default_decoding(codec.frame_rate)
     for task, overrides in (decoding or {}).items():
         settings[task] = merge_settings(settings.get(task, {}), overrides)
-        generation_config(task, settings[task], f"decoding settings for {task}")
+        where = f"decoding settings for {task}"
+        check_decoding_model(generation_config(task, settings[task], where), model, where)
     config = PackedConfig(
         model=model.config_dict(),
         sample_rate=int(codec.sample_rate),

@@ -248,3 +248,24 @@ def test_bad_inputs_raise_clear_errors(model: OpusLM, tiny: TinyModel, tmp_path:
     (packed / "config.yaml").write_text(yaml.safe_dump(config))
     with pytest.raises(InputError, match="no speaker prompt given.*no default prompt"):
         OpusLM.from_pretrained(packed).synthesize("the cat")
+
+
+def test_joint_ctc_decoding_needs_a_ctc_head_and_batches(tiny: TinyModel, model: OpusLM, speech):
+    import dataclasses
+
+    from opuslm.model.lm import MultiStreamLM
+
+    with pytest.raises(PackError, match="asr: ctc_weight 0.5 needs a model with a CTC head"):
+        model.transcribe(speech[0], 16000, {"ctc_weight": 0.5})
+    packed = load_packed(tiny.packed_dir)
+    torch.manual_seed(0)
+    config = {**packed.model.config_dict(), "ctc_weight": 0.3}
+    with_head = MultiStreamLM.from_config_dict(config, packed.token_list)
+    missing, _ = with_head.load_state_dict(packed.model.state_dict(), strict=False)
+    assert missing == ["ctc_head.weight", "ctc_head.bias"]
+    joint_model = OpusLM(dataclasses.replace(packed, model=with_head.eval()))
+    audios = [(w, 16000) for w in speech]
+    joint = {"ctc_weight": 0.5, "ctc_pre_beam": 5}
+    batched = joint_model.transcribe_batch(audios, joint)
+    assert batched == [joint_model.transcribe(w, sr, joint) for w, sr in audios]
+    assert batched != joint_model.transcribe_batch(audios)  # the CTC scores are in effect

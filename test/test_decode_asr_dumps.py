@@ -2,36 +2,71 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from test_trainer import SINGLE, make_experiment
 
+from opuslm.bin import decode_asr_dumps
 from opuslm.bin.decode_asr_dumps import load_checkpoint_model, transcribe_manifest
 from opuslm.data.manifest import Manifest
 from opuslm.train.config import load_config
 from opuslm.train.trainer import Trainer
 
 
-def test_transcripts_cover_the_manifest_and_do_not_depend_on_batching(tmp_path):
-    config_path = make_experiment(tmp_path, num_utts=10)
+def as_words(ids):
+    return " ".join(f"t{i}" for i in ids)
+
+
+def test_transcripts_cover_the_manifest_and_do_not_depend_on_batching(tmp_path, monkeypatch):
+    # A CTC head (model.ctc_weight) for joint decoding too.
+    config_path = make_experiment(tmp_path, num_utts=10, model={"ctc_weight": 0.3})
     # A near-random model (lr 1e-8): it emits text ids instead of a learnt early eos.
     overrides = ["schedule.max_steps=2", "schedule.warmup_steps=0", "optim.lr=1e-8"]
     Trainer(load_config(config_path, overrides), tmp_path / "exp", SINGLE).run()
     model = load_checkpoint_model(tmp_path / "exp", "cpu")
     manifest = Manifest.load(tmp_path / "manifests" / "asr" / "data.json")
 
-    def as_words(ids):
-        return " ".join(f"t{i}" for i in ids)
-
     with torch.inference_mode():
         one_by_one = transcribe_manifest(model, manifest, as_words, batch_size=1, max_frames=6)
         batched = transcribe_manifest(model, manifest, as_words, batch_size=4, max_frames=6)
+        joint = {
+            batch_size: transcribe_manifest(
+                model, manifest, as_words, batch_size, max_frames=6, ctc_weight=0.5
+            )
+            for batch_size in (1, 4)
+        }
     assert sorted(one_by_one) == sorted(manifest.uttids)
     assert batched == one_by_one
     assert sum(map(bool, one_by_one.values())) >= 5  # text was decoded, not only eos
+    assert joint[4] == joint[1] and sorted(joint[1]) == sorted(manifest.uttids)
+    assert joint[1] != one_by_one  # the CTC scores are in effect
+
+    # The command line passes --ctc_weight and --ctc_pre_beam through.
+    seen = {}
+    plain_transcribe = decode_asr_dumps.transcribe_manifest
+
+    def spy(*args):
+        seen["args"] = args
+        return plain_transcribe(*args)
+
+    monkeypatch.setattr(decode_asr_dumps, "transcribe_manifest", spy)
+    monkeypatch.setattr(
+        decode_asr_dumps, "load_text_tokenizer", lambda _: SimpleNamespace(decode=as_words)
+    )
+    output = tmp_path / "joint" / "text"
+    argv = ["--checkpoint", str(tmp_path / "exp"), "--text_tokenizer_dir", "unused"]
+    argv += ["--manifest", str(manifest.path), "--output", str(output), "--device", "cpu"]
+    decode_asr_dumps.main(
+        [*argv, "--max_frames", "6", "--ctc_weight", "0.5", "--ctc_pre_beam", "3"]
+    )
+    assert seen["args"][-2:] == (0.5, 3)
+    lines = output.read_text().splitlines()
+    assert len(lines) == len(manifest.uttids)
 
 
-def test_a_tts_manifest_is_refused(tmp_path):
+def test_a_tts_manifest_or_joint_decoding_without_a_ctc_head_is_refused(tmp_path):
     config_path = make_experiment(tmp_path, num_utts=6)
     Trainer(
         load_config(config_path, ["schedule.max_steps=1", "schedule.warmup_steps=0"]),
@@ -42,3 +77,6 @@ def test_a_tts_manifest_is_refused(tmp_path):
     tts = Manifest.load(tmp_path / "manifests" / "tts" / "data.json")
     with pytest.raises(ValueError, match="an asr manifest is needed"):
         transcribe_manifest(model, tts, str)
+    asr = Manifest.load(tmp_path / "manifests" / "asr" / "data.json")
+    with pytest.raises(ValueError, match="needs a model with a CTC head"):
+        transcribe_manifest(model, asr, as_words, ctc_weight=0.3)

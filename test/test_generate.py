@@ -293,12 +293,21 @@ def test_one_forward_per_delayed_row():
     assert calls == [len(prompt)] + [1] * (7 + streams - 2)
 
 
-def test_decode_config_takes_max_len_ratio():
-    from opuslm.packing import PackError, generation_config
+def test_decode_config_takes_max_len_ratio_and_ctc_settings():
+    from opuslm.packing import PackError, check_decoding_model, generation_config
 
     assert generation_config("asr", {"max_len_ratio": 0.8}, "decode.yaml").max_len_ratio == 0.8
     with pytest.raises(PackError, match="decode.yaml.*max_len_ratio"):
         generation_config("asr", {"max_len_ratio": -2}, "decode.yaml")
+    joint = generation_config("asr", {"ctc_weight": 0.3, "ctc_pre_beam": 8}, "decode.yaml")
+    assert (joint.ctc_weight, joint.ctc_pre_beam) == (0.3, 8)
+    with pytest.raises(PackError, match="decode.yaml.*ctc_weight"):
+        generation_config("asr", {"ctc_weight": 2}, "decode.yaml")
+    with pytest.raises(PackError, match="decode.yaml.*ctc_weight needs target 'text'"):
+        generation_config("tts", {"ctc_weight": 0.3}, "decode.yaml")
+    check_decoding_model(joint, ctc_model(), "decode.yaml")
+    with pytest.raises(PackError, match="decode.yaml: ctc_weight 0.3 needs a model with a CTC"):
+        check_decoding_model(joint, tiny_model(), "decode.yaml")
 
 
 def test_prefix_lm_prefill_equals_the_full_forward_of_each_prompt():

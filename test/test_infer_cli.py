@@ -44,6 +44,11 @@ def test_asr_writes_sorted_text_equal_to_the_api_and_its_settings(
     settings = yaml.safe_load((tmp_path / "decode_config.yaml").read_text())
     assert settings["task"] == "asr" and settings["max_frames"] == 8
     assert settings["text"]["greedy"] is True and "semantic" not in settings
+    assert (settings["max_len_ratio"], settings["ctc_weight"], settings["ctc_pre_beam"]) == (
+        0,
+        0,
+        20,
+    )
     assert not list((tmp_path / "parts").iterdir())
 
 
@@ -118,6 +123,9 @@ def test_bad_inputs_fail_with_a_message(tiny: TinyModel, tmp_path: Path, caplog)
     bad_config.write_text("max_frame: 3\n")
     assert run_asr(tiny, tmp_path / "asr", "--decode_config", str(bad_config)) == 1
     assert "unknown decoding key 'max_frame'" in caplog.text
+    bad_config.write_text("ctc_weight: 0.3\n")  # the tiny model has no CTC head
+    assert run_asr(tiny, tmp_path / "asr", "--decode_config", str(bad_config)) == 1
+    assert "ctc_weight 0.3 needs a model with a CTC head" in caplog.text
     with pytest.raises(SystemExit):
         infer.main(["--model_dir", str(tiny.packed_dir), "--task", "tts", "--output_dir", "x"])
 

@@ -1,5 +1,8 @@
 """Greedy ASR of a token-dump manifest with a training checkpoint: no audio, no codec, no packing.
 
+With --ctc_weight > 0 (a checkpoint trained with a CTC head) decoding is joint CTC / LM, as in
+`opuslm.model.generate`.
+
 For experiments (egs2/mini_flite EXPERIMENTS.md): a checkpoint's held-out transcripts straight from
 the `asr` manifest that stage 5 wrote, on CPU or GPU, in batches. The output is a Kaldi `text`
 table that `opuslm.bin.score_asr` scores like stage 9's. Packed models decode audio with
@@ -46,14 +49,22 @@ def transcribe_manifest(
     batch_size: int = 16,
     max_frames: int = 200,
     max_len_ratio: float = 0.0,
+    ctc_weight: float = 0.0,
+    ctc_pre_beam: int = GenerationConfig.ctc_pre_beam,
 ) -> dict[str, str]:
     """{uttid: greedy transcript} of every utterance of an `asr` manifest, longest first."""
     if manifest.task != "asr":
         raise ValueError(f"{manifest.path}: an asr manifest is needed, got task {manifest.task!r}")
     manifest.require_token_list(model.token_list)
+    config = GenerationConfig(
+        target="text",
+        max_frames=max_frames,
+        max_len_ratio=max_len_ratio,
+        ctc_weight=ctc_weight,
+        ctc_pre_beam=ctc_pre_beam,
+    )
     reader = ManifestReader(manifest, prompt_source="self", prompt_frames=0)
     order = np.argsort(-manifest.lengths(0), kind="stable")  # similar lengths share a batch
-    config = GenerationConfig(target="text", max_frames=max_frames, max_len_ratio=max_len_ratio)
     out = {}
     for start in tqdm(range(0, len(order), batch_size), desc="asr", unit="batch"):
         examples = [
@@ -80,6 +91,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--max_frames", type=int, default=200)
     parser.add_argument("--max_len_ratio", type=float, default=0.0, help="0: only max_frames")
+    parser.add_argument(
+        "--ctc_weight", type=float, default=0.0, help="joint CTC / LM decoding weight (0: LM only)"
+    )
+    parser.add_argument(
+        "--ctc_pre_beam",
+        type=int,
+        default=GenerationConfig.ctc_pre_beam,
+        help="best LM ids scored by the CTC per step (0: all text ids)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -96,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
             args.batch_size,
             args.max_frames,
             args.max_len_ratio,
+            args.ctc_weight,
+            args.ctc_pre_beam,
         )
     lines = [f"{uttid} {text}".rstrip() for uttid, text in sorted(hyps.items())]
     write_text_atomic(Path(args.output), "\n".join(lines) + "\n")

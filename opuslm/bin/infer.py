@@ -237,6 +237,9 @@ def write_decode_config(args: argparse.Namespace, decoder: Decoder) -> None:
     settings: dict = {"task": args.task, "nbest": args.nbest, "seed": args.seed}
     settings.update({m: dataclasses.asdict(getattr(config, m)) for m in modalities})
     settings.update(min_frames=config.min_frames, max_frames=config.max_frames)
+    settings["max_len_ratio"] = config.max_len_ratio
+    if config.target == "text":
+        settings.update(ctc_weight=config.ctc_weight, ctc_pre_beam=config.ctc_pre_beam)
     if args.task == "tts":
         settings["prompt"] = "prompt_scp" if args.prompt_scp is not None else "default"
         settings["own_prefix"] = decoder.own_prefix
