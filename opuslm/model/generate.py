@@ -5,7 +5,8 @@ costs one prompt forward and N + S - 2 row forwards. At generated row k (row P +
 whose prompt has P frames) stream 0 holds frame k and stream s >= 1 holds frame k - s:
 
 - stream 0 samples only its target modality (text, or semantic for speech) and eos; eos is banned
-  before `min_frames` and forced at `max_frames`; after eos it is pad.
+  before `min_frames` and forced at `max_frames`; after eos it is pad. With `ctc_weight` > 0 (text
+  targets) it picks from joint CTC / LM scores instead of the LM's alone (`_joint_scores`).
 - stream s >= 1 takes the prompt's own token while its frame is still inside the prompt
   (teacher forcing, k < s); otherwise it samples inside codebook s-1 if its frame's stream-0 token
   is semantic, and is pad if not.
