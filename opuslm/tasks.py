@@ -313,3 +313,16 @@ def generation_prompt(task: str, example: Example, token_list: TokenList) -> np.
     return np.concatenate(
         [rows for rows, _ in _blocks(task, example, token_list, until_target=True)]
     )
+
+
+def num_condition_frames(stream0: np.ndarray, token_list: TokenList) -> int:
+    """How many leading frames of a decoding prompt are condition rather than target: through its
+    last special token (the target's start token), given its stream-0 ids [T].
+
+    A prefix LM attends both ways over exactly these rows, as training does over the rows before
+    the first loss row. Frames after the start token (an own-prefix TTS prompt's speech, the given
+    audio of audiolm, the given text of textlm) were targets in training, so they stay causal.
+    """
+    start, end = token_list.ranges["special"]
+    special = np.flatnonzero((np.asarray(stream0) >= start) & (np.asarray(stream0) < end))
+    return int(special[-1]) + 1 if len(special) else 0

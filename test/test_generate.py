@@ -14,7 +14,7 @@ from opuslm.model.generate import (
     sample,
 )
 from opuslm.model.lm import MultiStreamLM, prefix_attention_mask
-from opuslm.tasks import Example, build_sequence, generation_prompt
+from opuslm.tasks import Example, build_sequence, generation_prompt, num_condition_frames
 from opuslm.vocab import TokenList
 
 
@@ -36,8 +36,9 @@ def reference_greedy(model: MultiStreamLM, prompt: torch.Tensor, target: str, ma
         k = len(rows) - num_prompt
         with torch.no_grad():
             mask = None
-            if model.prefix_lm:  # the prompt rows are the condition: bidirectional
-                mask = prefix_attention_mask(torch.tensor([num_prompt]), len(rows))
+            if model.prefix_lm:  # the prompt's condition rows are bidirectional
+                condition = num_condition_frames(prompt[:, 0].numpy(), token_list)
+                mask = prefix_attention_mask(torch.tensor([condition]), len(rows))
             hidden, _ = model.hidden_states(torch.tensor([rows]), attention_mask=mask)
             logits0 = model.stream0_logits(hidden[0, -1])
             codebook_logits = model.codebook_logits(hidden[0, -1])
@@ -311,25 +312,36 @@ def test_decode_config_takes_max_len_ratio_and_ctc_settings():
 
 
 def test_prefix_lm_prefill_equals_the_full_forward_of_each_prompt():
-    """Left-padded batched prefill with the prefix mask == each prompt alone, bidirectional."""
+    """Left-padded batched prefill with the prefix mask == each prompt alone, bidirectional over
+    its condition rows (through its last special token) and causal after them."""
     import transformers
 
     from opuslm.model.generate import _RowDecoder
 
     model = tiny_model(seed=4)
     model.prefix_lm = True
-    prompts = prompts_for(model.token_list)
+    # Whole-prompt conditions, and one that continues two frames past its last start token.
+    prompts = prompts_for(model.token_list) + [
+        random_frames(model.token_list, np.random.default_rng(5), "xttxss")
+    ]
     decoder = _RowDecoder(model, prompts, GenerationConfig(target="text", max_frames=2), None)
     cache = transformers.DynamicCache(config=model.body.config)
     prefill = decoder._feed(decoder.delayed_prompt[:, : decoder.width], 0, cache).hidden
     for i, prompt in enumerate(prompts):
         rows = delay(prompt[None], model.token_list.pad_id)[:, : len(prompt)]
         with torch.no_grad():
-            bidirectional = prefix_attention_mask(torch.tensor([len(prompt)]), len(prompt))
+            condition = num_condition_frames(prompt[:, 0].numpy(), model.token_list)
+            bidirectional = prefix_attention_mask(torch.tensor([condition]), len(prompt))
             expected = model.hidden_states(rows, attention_mask=bidirectional)[0][0, -1]
             causal = model.hidden_states(rows)[0][0, -1]
         assert torch.allclose(prefill[i], expected, atol=1e-5)
-        assert not torch.allclose(prefill[i], causal, atol=1e-5)  # the mask is in effect
+        if condition > 1:  # the mask is in effect (one condition row is causal anyway)
+            assert not torch.allclose(prefill[i], causal, atol=1e-5)
+        whole = prefix_attention_mask(torch.tensor([len(prompt)]), len(prompt))
+        if condition < len(prompt):  # the continuation rows are not bidirectional
+            with torch.no_grad():
+                wrong = model.hidden_states(rows, attention_mask=whole)[0][0, -1]
+            assert not torch.allclose(prefill[i], wrong, atol=1e-5)
 
 
 # ------------------------------------------------------------------ joint CTC / LM decoding

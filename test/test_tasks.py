@@ -15,6 +15,7 @@ from opuslm.tasks import (
     build_sequence,
     crop_prompt,
     generation_prompt,
+    num_condition_frames,
     own_prefix_prompt,
     pad_rows,
     pick_prompt_uttid,
@@ -340,3 +341,18 @@ def test_sequence_length_and_speech_round_trip(task, text_len, speech_len, promp
     if segments[-1].start is not None:
         assert len(prompt) == len(seq.frames) - num_targets
         assert prompt[-1, 0] == token_list.start_id(segments[-1].start)
+
+
+@pytest.mark.parametrize("task", ["asr", "tts", "audiolm", "textlm"])
+def test_condition_frames_of_a_prompt_are_the_rows_before_the_first_loss_row(
+    task, token_list, example
+):
+    """The prefix-LM contract: decoding's bidirectional rows == training's (MultiStreamLM.forward
+    makes the rows before the first loss row the condition), also when the prompt continues
+    into the target (own-prefix TTS, audiolm / textlm continuation)."""
+    seq = build_sequence(task, example, token_list)
+    first_loss_row = int(np.argmax(seq.loss_mask))
+    prompt = generation_prompt(task, example, token_list)
+    assert num_condition_frames(prompt[:, 0], token_list) == first_loss_row
+    continued = seq.frames[: first_loss_row + 2]  # the prompt plus two target rows
+    assert num_condition_frames(continued[:, 0], token_list) == first_loss_row

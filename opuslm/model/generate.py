@@ -27,6 +27,7 @@ import transformers
 from opuslm.model.ctc_prefix import CTCPrefixScorer
 from opuslm.model.delay import delay, undelay
 from opuslm.model.lm import MultiStreamLM, StepOutput, prefix_attention_mask
+from opuslm.tasks import num_condition_frames
 
 TARGETS = {"text": "text", "speech": "semantic"}  # target -> modality of its stream-0 tokens
 
@@ -143,6 +144,11 @@ class _RowDecoder:
         self.left_padded = bool((self.prompt_lengths < width).any())
         self.mask, self.positions = self._attention_inputs(width + config.max_frames + streams)
         self.limits = self._output_limits(frames, token_list.ranges["semantic"])  # [B]
+        # Prefix LM: the condition rows of each prompt (in padded positions) attend both ways.
+        self.condition_rows = (width - self.prompt_lengths) + torch.tensor(
+            [num_condition_frames(p[:, 0].cpu().numpy(), token_list) for p in prompts],
+            device=device,
+        )
 
         self.generator = None
         if seed is not None:
@@ -211,9 +217,10 @@ class _RowDecoder:
         last = first + rows.shape[1]
         mask = None if self.mask is None else self.mask[:, :last]
         if first == 0 and self.model.prefix_lm:
-            # The prompt is the condition: its rows attend to each other in both directions.
+            # The prompt's condition rows attend to each other in both directions; rows after
+            # its target start token (own-prefix TTS, continuations) stay causal, as in training.
             padding = self.width - self.prompt_lengths
-            mask = prefix_attention_mask(torch.full_like(padding, last), last, padding)
+            mask = prefix_attention_mask(self.condition_rows, last, padding)
         return self.model.forward_step(
             rows,
             mask,
