@@ -4,6 +4,7 @@ dirs) and score_tts end to end."""
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 from pathlib import Path
 
@@ -164,6 +165,17 @@ def test_whisper_judge_from_tiny_random_dir(whisper_dir):
     assert len(transcripts) == 3 and all(isinstance(t, str) for t in transcripts)
     # Whisper pads to 30 s, so batching (here 2 + 1) must not change a transcript.
     assert judge.transcribe(wavs[0], 8000) == transcripts[0]
+
+
+def test_judges_pickle_by_rebuilding(whisper_dir):
+    # transcribe_all's workers get judges by pickle: each rebuilds its model from its options.
+    whisper = WhisperJudge(whisper_dir, batch_size=2, max_new_tokens=6)
+    copy = pickle.loads(pickle.dumps(whisper))
+    assert copy is not whisper and (copy.batch_size, copy.max_new_tokens) == (2, 6)
+    wavs = [noise(8000, 0), noise(3000, 1)]
+    assert copy.transcribe_batch(wavs, 8000) == whisper.transcribe_batch(wavs, 8000)
+    pocketsphinx = pickle.loads(pickle.dumps(PocketsphinxJudge(lw=7.0)))
+    assert pocketsphinx.decoder_options == {"lw": 7.0} and pocketsphinx.decoder.config["lw"] == 7.0
 
 
 def test_whisper_judge_caps_new_tokens_at_decoder_positions(whisper_dir):

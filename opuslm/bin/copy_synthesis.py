@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from opuslm.audio import AudioReader, read_table, write_wav
 from opuslm.dump import write_text_atomic
-from opuslm.eval.judges import AsrJudge, PocketsphinxJudge
+from opuslm.eval.judges import AsrJudge, PocketsphinxJudge, transcribe_all
 from opuslm.eval.normalizer import normalize_english
 from opuslm.tokenizers.acoustic import Codec, load_codec
 
@@ -60,16 +60,16 @@ def copy_synthesize(
 
 
 def judge_wer(
-    judge: AsrJudge, reader: AudioReader, references: dict[str, str]
+    judge: AsrJudge, reader: AudioReader, references: dict[str, str], nj: int = 1
 ) -> tuple[float, dict[str, str]]:
     """Corpus WER (percent, English-normalised) of the judge on every utterance of `references`.
 
-    Returns (wer, {uttid: hypothesis}).
+    nj: judge processes (see `transcribe_all`). Returns (wer, {uttid: hypothesis}).
     """
-    hypotheses = {
-        uttid: judge.transcribe(reader.read(uttid), reader.sample_rate)
-        for uttid in tqdm(references, desc=f"judge ({judge.name})", unit="utt")
-    }
+    source = str(reader.wav_scp)
+    items = [(source, uttid) for uttid in references]
+    transcripts = transcribe_all(judge, {source: reader}, items, nj, desc="judge")
+    hypotheses = {uttid: t.text for uttid, t in zip(references, transcripts, strict=True)}
     # An utterance the normaliser empties entirely would make jiwer reject the corpus.
     reference_texts = [normalize_english(references[u]) or "<empty>" for u in references]
     hypothesis_texts = [normalize_english(hypotheses[u]) for u in references]
@@ -95,6 +95,9 @@ def get_parser() -> argparse.ArgumentParser:
         "the ref WER of score_tts on the same utterances)",
     )
     parser.add_argument("--allow_pipes", action="store_true", help="run `cmd |` wav.scp entries")
+    parser.add_argument(
+        "--nj", type=int, default=1, help="processes for the judge (the codec runs in one)"
+    )
     return parser
 
 
@@ -127,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     judge = PocketsphinxJudge()
     wer_original = None
     if not args.skip_original:
-        wer_original, hyp_original = judge_wer(judge, reader, references)
+        wer_original, hyp_original = judge_wer(judge, reader, references, args.nj)
         write_hypotheses(output_dir / "judge_original.txt", hyp_original)
     resynthesized = AudioReader(result.wav_scp, sample_rate=codec.sample_rate)
-    wer_resynthesized, hyp_resynthesized = judge_wer(judge, resynthesized, references)
+    wer_resynthesized, hyp_resynthesized = judge_wer(judge, resynthesized, references, args.nj)
     write_hypotheses(output_dir / "judge_resynthesized.txt", hyp_resynthesized)
     score = {
         "task": "copy_synthesis",

@@ -11,7 +11,7 @@ from pathlib import Path
 from opuslm.audio import AudioError, AudioReader
 from opuslm.dump import write_text_atomic
 from opuslm.eval.asr_scoring import ScoringError, format_report, read_kaldi_text
-from opuslm.eval.judges import JUDGES, MOSPredictor, SpeakerEmbedder, load_judge
+from opuslm.eval.judges import JUDGES, JudgeError, MOSPredictor, SpeakerEmbedder, load_judge
 from opuslm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
 from opuslm.eval.tts_scoring import TtsScore, score_tts
 
@@ -44,6 +44,13 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--normalizer", choices=NORMALIZERS, default=DEFAULT_NORMALIZER)
     parser.add_argument("--device", default="cpu", help="torch device of the HF judge models")
+    parser.add_argument(
+        "--nj",
+        type=int,
+        default=1,
+        help="processes for the ASR judge, each with its own copy of the judge (same scores for "
+        "any value); the speaker and MOS models run in the main process",
+    )
     parser.add_argument(
         "--allow_pipes", action="store_true", help="run `cmd |` entries of the wav.scp files"
     )
@@ -88,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
             mos_predictor=mos,
             syn_name=str(args.syn_wav_scp),
             ref_name=str(args.ref_wav_scp),
+            nj=args.nj,
         )
-    except (ScoringError, AudioError, ValueError) as e:
+    except (ScoringError, AudioError, JudgeError, ValueError) as e:
         logger.error("%s", e)
         return 1
     if score.synthesized.missing:

@@ -16,27 +16,22 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import jiwer
 import numpy as np
 from tqdm import tqdm
 
 from opuslm.eval.asr_scoring import AsrScore, ScoringError, format_ids, score_texts
-from opuslm.eval.judges import AsrJudge, MOSPredictor, SpeakerEmbedder
+from opuslm.eval.judges import (
+    AsrJudge,
+    MOSPredictor,
+    SpeakerEmbedder,
+    WaveformSource,
+    transcribe_all,
+)
 from opuslm.eval.normalizer import get_normalizer
 
 SAMPLE_KEY = re.compile(r"^(?P<uttid>.+)_sample(?P<index>\d+)$")
-
-
-class WaveformSource(Protocol):
-    """Anything that reads an utterance's waveform by key (e.g. `opuslm.audio.AudioReader`)."""
-
-    sample_rate: int
-
-    def uttids(self) -> list[str]: ...
-
-    def read(self, uttid: str) -> np.ndarray: ...
 
 
 def group_samples(keys: Sequence[str], refs: dict[str, str], where: str) -> dict[str, list[str]]:
@@ -137,42 +132,44 @@ def score_tts(
     mos_predictor: MOSPredictor | None = None,
     syn_name: str = "synthesised wav.scp",
     ref_name: str = "reference wav.scp",
+    nj: int = 1,
 ) -> TtsScore:
     """Judge every utterance of `refs` (text) on its reference and synthesised audio.
 
     ref_audio / syn_audio: waveform readers keyed by uttid / by sample key (see module doc), at
     the same sample rate.
     best_of_n: keep the sample with the fewest judge errors among the first N per utterance.
+    nj: processes for the judge transcripts (same scores for any nj); the speaker embedder and
+    the MOS predictor run in this process.
     """
     if ref_audio.sample_rate != syn_audio.sample_rate:
         raise ScoringError(
             f"reference audio at {ref_audio.sample_rate} Hz but synthesised audio at "
             f"{syn_audio.sample_rate} Hz: read both at one rate"
         )
-    sample_rate = ref_audio.sample_rate
     samples = _check_inputs(refs, ref_audio, syn_audio, best_of_n, syn_name, ref_name)
+    judged_keys = {uttid: samples.get(uttid, [])[: best_of_n or 1] for uttid in refs}
+    ref_source, syn_source = f"reference audio {ref_name}", f"synthesised audio {syn_name}"
+    sources = {ref_source: ref_audio, syn_source: syn_audio}
+    items = []
+    for uttid, keys in judged_keys.items():
+        items += [(ref_source, uttid)] + [(syn_source, key) for key in keys]
+    transcripts = iter(transcribe_all(judge, sources, items, nj))
     normalize = get_normalizer(normalizer)
     utterances = []
-    for uttid, text in tqdm(refs.items(), desc="judging", unit="utt"):
-        ref_wav = ref_audio.read(uttid)
-        utterance = TtsUtterance(uttid, None, "", judge.transcribe(ref_wav, sample_rate))
-        if mos_predictor is not None:
-            utterance.ref_mos = mos_predictor.predict(ref_wav, sample_rate)
-        keys = samples.get(uttid, [])[: best_of_n or 1]
+    for uttid, text in refs.items():
+        ref = next(transcripts)
+        utterance = TtsUtterance(uttid, None, "", ref.text)
+        keys = judged_keys[uttid]
+        syn = [next(transcripts) for _ in keys]
         if keys:
-            wavs = [syn_audio.read(key) for key in keys]
-            texts = judge.transcribe_batch(wavs, sample_rate)
             # min() keeps the first of equally good samples.
-            best = min(range(len(keys)), key=lambda i: _word_errors(text, texts[i], normalize))
-            utterance.sample_key, utterance.judge_text = keys[best], texts[best]
-            utterance.duration_ratio = len(wavs[best]) / len(ref_wav)
-            if speaker_embedder is not None:
-                utterance.speaker_similarity = speaker_embedder.similarity(
-                    wavs[best], ref_wav, sample_rate
-                )
-            if mos_predictor is not None:
-                utterance.mos = mos_predictor.predict(wavs[best], sample_rate)
+            best = min(range(len(keys)), key=lambda i: _word_errors(text, syn[i].text, normalize))
+            utterance.sample_key, utterance.judge_text = keys[best], syn[best].text
+            utterance.duration_ratio = syn[best].num_samples / ref.num_samples
         utterances.append(utterance)
+    if speaker_embedder is not None or mos_predictor is not None:
+        _score_speaker_and_mos(utterances, ref_audio, syn_audio, speaker_embedder, mos_predictor)
     uttids, ref_texts = list(refs), list(refs.values())
     missing = [u.uttid for u in utterances if u.sample_key is None]
     return TtsScore(
@@ -186,6 +183,28 @@ def score_tts(
         judge=judge.name,
         best_of_n=best_of_n,
     )
+
+
+def _score_speaker_and_mos(
+    utterances: list[TtsUtterance],
+    ref_audio: WaveformSource,
+    syn_audio: WaveformSource,
+    speaker_embedder: SpeakerEmbedder | None,
+    mos_predictor: MOSPredictor | None,
+) -> None:
+    """Fill in the speaker similarity and MOS of each utterance's chosen sample (in place)."""
+    sample_rate = ref_audio.sample_rate
+    for utterance in tqdm(utterances, desc="speaker / MOS", unit="utt"):
+        ref_wav = ref_audio.read(utterance.uttid)
+        if mos_predictor is not None:
+            utterance.ref_mos = mos_predictor.predict(ref_wav, sample_rate)
+        if utterance.sample_key is None:
+            continue
+        wav = syn_audio.read(utterance.sample_key)
+        if speaker_embedder is not None:
+            utterance.speaker_similarity = speaker_embedder.similarity(wav, ref_wav, sample_rate)
+        if mos_predictor is not None:
+            utterance.mos = mos_predictor.predict(wav, sample_rate)
 
 
 def _check_inputs(

@@ -577,7 +577,8 @@ score() {
       ;;
     tts)
       "${python}" -m opuslm.bin.score_tts --ref_text "${ref_text}" \
-        --ref_wav_scp "${ref}/wav.scp" --syn_wav_scp "${dir}/wav.scp" --output_dir "${dir}"
+        --ref_wav_scp "${ref}/wav.scp" --syn_wav_scp "${dir}/wav.scp" --output_dir "${dir}" \
+        --nj "${nj}"
       ;;
   esac
   mark_done "${dir}"
@@ -623,7 +624,7 @@ score_copy_synthesis() {
     log "codec copy synthesis of ${set} -> ${dir}"
     # The judge's WER on the original audio is score_tts's ref WER: not judged twice.
     "${python}" -m opuslm.bin.copy_synthesis --data_dir "dump/raw/${set}" \
-      --codec_dir "${codec_dir}" --output_dir "${dir}" --skip_original
+      --codec_dir "${codec_dir}" --output_dir "${dir}" --skip_original --nj "${nj}"
     mark_done "${dir}"
   done
 }
