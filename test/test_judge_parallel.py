@@ -15,6 +15,7 @@ from test_judges import SENTENCES, flite_wav
 
 from opuslm.audio import AudioError, AudioReader
 from opuslm.bin import score_tts
+from opuslm.eval import judges
 from opuslm.eval.judges import AsrJudge, JudgeError, PocketsphinxJudge, transcribe_all
 
 # Words without a sentence: pocketsphinx's language model helps little, so its transcript is
@@ -48,6 +49,21 @@ def lengths_scp(tmp_path_factory) -> Path:
         lines.append(f"utt{i} {root / f'{i}.wav'}\n")
     (root / "wav.scp").write_text("".join(lines), encoding="utf-8")
     return root / "wav.scp"
+
+
+@pytest.fixture(autouse=True)
+def pool_for_any_size(monkeypatch):
+    """These tests exercise the pool on a handful of items: no minimum per worker."""
+    monkeypatch.setattr(judges, "MIN_ITEMS_PER_WORKER", 1)
+
+
+def test_small_sets_are_judged_without_a_pool(lengths_scp, monkeypatch):
+    monkeypatch.setattr(judges, "MIN_ITEMS_PER_WORKER", 5)
+    sources = {"syn": AudioReader(lengths_scp)}
+    items = [("syn", f"utt{i}") for i in range(8)]  # 8 items: one worker's worth
+    assert {int(t.text.split()[1]) for t in transcribe_all(LengthJudge(), sources, items, 2)} == {
+        os.getpid()
+    }
 
 
 def test_transcribe_all_keeps_input_order_across_workers(lengths_scp):

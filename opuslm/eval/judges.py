@@ -35,6 +35,10 @@ import transformers
 from tqdm import tqdm
 
 JUDGES = ("pocketsphinx", "whisper")
+# A worker pool costs about 3 s to start (the forkserver imports torch, each worker builds its
+# judge): about 8 pocketsphinx transcripts. Fewer items than this per worker run with fewer
+# workers (one: no pool), so small sets (the smoke recipe, a few test utterances) stay fast.
+MIN_ITEMS_PER_WORKER = 16
 
 
 def resample(wav: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
@@ -221,8 +225,9 @@ def transcribe_all(
 
     sources: {name: waveform reader}, all at one sample rate; the name appears in errors.
     items: (source name, uttid) pairs to transcribe.
-    nj: worker processes. With nj > 1 each worker gets a pickled copy of `judge` and of the
-    readers once, reads its own audio and runs with one torch thread. nj = 1 judges in this
+    nj: at most this many worker processes (at least MIN_ITEMS_PER_WORKER items each). With
+    more than one, each worker gets a pickled copy of `judge` and of the readers once, reads
+    its own audio and runs with one torch thread. nj = 1 judges in this
     process without any pool; both give the same transcripts as long as a judge's transcript
     depends on the waveform alone (true of the judges here).
     """
@@ -236,9 +241,12 @@ def transcribe_all(
         raise ValueError(f"items name unknown audio sources {unknown}; known: {sorted(sources)}")
     step = max(1, judge.batch_size)
     chunks = [items[start : start + step] for start in range(0, len(items), step)]
+    workers = min(nj, len(chunks), max(1, len(items) // MIN_ITEMS_PER_WORKER))
     transcripts: list[Transcript] = []
-    with tqdm(total=len(items), desc=f"{desc} ({judge.name}, nj={nj})", unit="utt") as progress:
-        for chunk_transcripts in _map_chunks(judge, sources, chunks, min(nj, len(chunks))):
+    with tqdm(
+        total=len(items), desc=f"{desc} ({judge.name}, {workers} of nj={nj})", unit="utt"
+    ) as progress:
+        for chunk_transcripts in _map_chunks(judge, sources, chunks, workers):
             transcripts += chunk_transcripts
             progress.update(len(chunk_transcripts))
     return transcripts
