@@ -31,6 +31,9 @@ def build_extractor(args: argparse.Namespace) -> FeatureExtractor:
             kind=args.feature,
             sample_rate=args.sample_rate,
             hop_length=args.hop_length,
+            # A window shorter than the hop would leave samples between frames unanalysed.
+            win_length=args.win_length,
+            n_fft=max(512, 1 << (args.win_length - 1).bit_length()),
             deltas=args.deltas,
             cmvn=args.cmvn == "true",
             context=args.context,
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample_rate", type=int, default=16000, help="mfcc / logmel")
     parser.add_argument("--hop_length", type=int, default=320, help="mfcc / logmel")
+    parser.add_argument(
+        "--win_length", type=int, default=400, help="mfcc / logmel analysis window (samples)"
+    )
     parser.add_argument("--deltas", type=int, default=2, help="mfcc / logmel delta order")
     parser.add_argument("--context", type=int, default=0, help="mfcc / logmel frames stacked")
     parser.add_argument("--cmvn", choices=["true", "false"], default="true")

@@ -2,10 +2,14 @@
 """Cheap proxy for the speech tokens' content (issue 8): how well a small bidirectional GRU with a
 CTC head reads characters from the token dumps, in a fixed time budget, before any long LM run.
 
-    local/token_probe.py [--streams all|semantic|codec] [--minutes 3] [--dumps dump/tokens]
+    local/token_probe.py [--streams all|semantic|codec] [--minutes 3 | --steps 400]
+    local/token_probe.py --semantic_dir exp/probe/tok_x --steps 400   # a candidate tokenizer
 
 Prints held-out CER (greedy CTC) on the test set. Characters come from data/<set>/text, so the
-probe does not depend on the text tokenizer.
+probe does not depend on the text tokenizer. With --semantic_dir the probe reads units of that
+semantic tokenizer (opuslm.bin.train_semantic output) computed here from dump/raw/<set>/wav.scp,
+so candidate features / K can be compared before re-running tokenisation and training. --steps
+fixes the number of updates, so runs compare fairly on a shared machine.
 """
 
 from __future__ import annotations
@@ -18,13 +22,33 @@ import numpy as np
 import torch
 from torch import nn
 
+from opuslm.audio import AudioReader
 from opuslm.data.ark import ScpTable
+from opuslm.tokenizers.semantic import load_semantic_tokenizer
+
+
+def read_texts(data: str, name: str) -> dict[str, str]:
+    return dict(line.rstrip("\n").split(" ", 1) for line in open(f"{data}/{name}/text"))
 
 
 def load(dumps: str, data: str, name: str, streams: slice):
     speech = ScpTable(f"{dumps}/{name}/speech.scp")
-    texts = dict(line.rstrip("\n").split(" ", 1) for line in open(f"{data}/{name}/text"))
+    texts = read_texts(data, name)
     items = [(np.asarray(speech[k])[:, streams], texts[k].lower()) for k in speech]
+    return items
+
+
+def load_units(semantic_dir: str, audio: str, data: str, name: str, batch: int = 32):
+    """(units [T, 1], text) of every utterance of audio/<name>/wav.scp, units from the tokenizer."""
+    tokenizer = load_semantic_tokenizer(semantic_dir)
+    reader = AudioReader(f"{audio}/{name}", sample_rate=tokenizer.sample_rate)
+    texts = read_texts(data, name)
+    uttids = reader.uttids()
+    items = []
+    for start in range(0, len(uttids), batch):
+        chunk = uttids[start : start + batch]
+        units = tokenizer.encode_batch([reader.read(u) for u in chunk])
+        items += [(np.asarray(x)[:, None], texts[u].lower()) for u, x in zip(chunk, units)]
     return items
 
 
@@ -46,14 +70,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", choices=["all", "semantic", "codec"], default="all")
     parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--steps", type=int, default=0, help="> 0: stop after this many updates")
+    parser.add_argument("--semantic_dir", help="probe this semantic tokenizer's units instead")
+    parser.add_argument(
+        "--audio", default="dump/raw", help="<audio>/<set>/wav.scp (--semantic_dir)"
+    )
     parser.add_argument("--dumps", default="dump/tokens")
     parser.add_argument("--data", default="data")
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
     torch.manual_seed(0)
     streams = {"all": slice(None), "semantic": slice(0, 1), "codec": slice(1, None)}[args.streams]
-    train = load(args.dumps, args.data, "train", streams)
-    test = load(args.dumps, args.data, "test", streams)
+    if args.semantic_dir:
+        train = load_units(args.semantic_dir, args.audio, args.data, "train")
+        test = load_units(args.semantic_dir, args.audio, args.data, "test")
+    else:
+        train = load(args.dumps, args.data, "train", streams)
+        test = load(args.dumps, args.data, "test", streams)
     chars = sorted({c for _, t in train for c in t})
     index = {c: i for i, c in enumerate(chars)}
     vocab = int(max(r.max() for r, _ in train)) + 1
@@ -62,7 +95,7 @@ def main() -> None:
     ctc = nn.CTCLoss(blank=len(chars), zero_infinity=True)
     rng = np.random.default_rng(0)
     started, step = time.time(), 0
-    while time.time() - started < args.minutes * 60:
+    while (step < args.steps) if args.steps else (time.time() - started < args.minutes * 60):
         batch = [train[i] for i in rng.choice(len(train), args.batch, replace=False)]
         rows = nn.utils.rnn.pad_sequence(
             [torch.as_tensor(r, dtype=torch.long) for r, _ in batch], True
@@ -94,7 +127,8 @@ def main() -> None:
             hyps.append("".join(out))
             refs.append(text)
     print(
-        f"streams={args.streams} steps={step} test CER {100 * jiwer.cer(refs, hyps):.1f}% "
+        f"streams={args.semantic_dir or args.streams} steps={step} ({time.time() - started:.0f} s)"
+        f" test CER {100 * jiwer.cer(refs, hyps):.1f}% "
         f"WER {100 * jiwer.wer(refs, hyps):.1f}%"
     )
     for r, h in list(zip(refs, hyps))[:3]:
