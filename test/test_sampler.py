@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from opuslm.data.sampler import (
+    BLOCK,
     BatchBudgetError,
     MixedBatchSampler,
     bucket_batches,
@@ -15,12 +16,15 @@ from opuslm.data.sampler import (
 )
 
 
-def make_sampler(weights=(3.0, 1.0), batch_bins=100, seed=0, rank=0, world_size=1):
+def make_sampler(
+    weights=(3.0, 1.0), batch_bins=100, seed=0, rank=0, world_size=1, phases=(), num_manifests=2
+):
     rng = np.random.default_rng(0)
-    lengths = [rng.integers(5, 40, 50), rng.integers(5, 40, 30)]
+    lengths = [rng.integers(5, 40, 50 - 20 * (m % 2)) for m in range(num_manifests)]
     uttids = [[f"m{m}_u{i}" for i in range(len(n))] for m, n in enumerate(lengths)]
+    sources = [f"m{m}.json" for m in range(num_manifests)]
     sampler = MixedBatchSampler(
-        lengths, uttids, ["a.json", "b.json"], weights, batch_bins, seed, rank, world_size
+        lengths, uttids, sources, weights, batch_bins, seed, rank, world_size, phases=phases
     )
     return sampler, lengths
 
@@ -67,6 +71,63 @@ def test_deterministic_and_resumable():
     assert list(islice(iter(resumed), 163)) == first[137:]
     other_seed, _ = make_sampler(seed=1)
     assert list(islice(iter(other_seed), 300)) != first
+
+
+def manifests(sampler, start, stop):
+    return [sampler.manifest_at(p) for p in range(start, stop)]
+
+
+@pytest.mark.parametrize("weights", [(3.0, 1.0, 0.3), (0.0, 2.0, 1.0), (1.0, 1.0, 0.0)])
+def test_without_curriculum_the_stream_is_the_one_drawn_before_curricula(weights):
+    # Checkpoints saved before curricula existed must resume into the same data order.
+    probabilities = np.asarray(weights) / sum(weights)
+    for seed in (0, 1, 17):
+        sampler, _ = make_sampler(weights, seed=seed, num_manifests=3)
+        for block in (0, 1, 6):
+            old = np.random.default_rng((seed, block)).choice(3, size=BLOCK, p=probabilities)
+            assert manifests(sampler, block * BLOCK, (block + 1) * BLOCK) == old.tolist()
+
+
+CURRICULUM = [(200, [1.0, 0.0, 0.0]), (1100, [0.0, 1.0, 1.0])]  # the second crosses a block
+
+
+def test_curriculum_phases_are_honoured():
+    base = (3.0, 1.0, 0.3)
+    sampler, _ = make_sampler(base, phases=CURRICULUM, num_manifests=3)
+    plain, _ = make_sampler(base, num_manifests=3)
+    assert set(manifests(sampler, 0, 200)) == {0}
+    second = manifests(sampler, 200, 1100)
+    assert set(second) == {1, 2}
+    assert second.count(1) / len(second) == pytest.approx(0.5, abs=0.05)
+    # After the last phase: the base weights, and the very draws of the stream without phases.
+    assert manifests(sampler, 1100, 2 * BLOCK + 100) == manifests(plain, 1100, 2 * BLOCK + 100)
+    assert sampler.probabilities_at(1099).tolist() == [0.0, 0.5, 0.5]
+    assert sampler.probabilities_at(1100) == pytest.approx(np.asarray(base) / sum(base))
+
+
+def test_curriculum_resume_inside_and_across_phases_is_exact():
+    sampler, _ = make_sampler((3.0, 1.0, 0.3), phases=CURRICULUM, num_manifests=3)
+    first = list(islice(iter(sampler), 1300))
+    for position in (150, 200, 700, 1100, 1250):
+        resumed, _ = make_sampler((3.0, 1.0, 0.3), phases=CURRICULUM, num_manifests=3)
+        used = np.bincount([b[0].manifest for b in first[:position]], minlength=3)
+        assert resumed.draws_before(position).tolist() == used.tolist()
+        resumed.load_state_dict({"position": position, "seed": 0})
+        assert list(islice(iter(resumed), 1300 - position)) == first[position:]
+
+
+@pytest.mark.parametrize(
+    "phases, pattern",
+    [
+        ([(10, [1.0, 0.0]), (10, [0.0, 1.0])], r"phase ends \[10, 10\] must be positive and"),
+        ([(0, [1.0, 0.0])], "phase ends .* must be positive"),
+        ([(10, [1.0])], r"mixing weights \[1.0\] must be 2 numbers"),
+        ([(10, [0.0, 0.0])], "positive sum"),
+    ],
+)
+def test_bad_curriculum_phases(phases, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make_sampler(phases=phases)
 
 
 def test_every_utterance_once_per_epoch():

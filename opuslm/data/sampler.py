@@ -12,6 +12,14 @@ takes the items `r::world_size` of it (sorted by length, so the slices are balan
 batch therefore does not depend on the world size. A rank whose slice would be empty gets the
 batch's first item with `counted=False` (its loss mask is cleared) so that DDP still sees a
 forward/backward on every rank.
+
+A curriculum makes the mixing weights piecewise constant in the position: `phases` lists
+`(until_position, weights)`, and a position before `until_position` (and after the previous phase)
+is drawn with that phase's weights, a position after the last phase with the base weights. Each
+block draws one uniform per position and maps it through the cumulative weights of the phase that
+position is in, which is what `Generator.choice(p=...)` does for the whole block: without phases
+the stream is the one drawn with `choice` before curricula existed, so older checkpoints resume
+into the same data order.
 """
 
 from __future__ import annotations
@@ -77,6 +85,8 @@ class MixedBatchSampler(torch.utils.data.Sampler):
     """Infinite stream of this rank's slices of global batches drawn from several manifests.
 
     lengths[m]: int [N_m] sequence rows of manifest m's utterances; weights[m]: mixing weight.
+    phases: curriculum `[(until_position, weights [M]), ...]` with increasing positions; the
+    positions before each `until_position` use its weights, those after the last the base `weights`.
     """
 
     def __init__(
@@ -89,19 +99,25 @@ class MixedBatchSampler(torch.utils.data.Sampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        phases: Sequence[tuple[int, Sequence[float]]] = (),
     ) -> None:
         if not lengths:
             raise ValueError("no training manifests given")
-        weights = np.asarray(weights, dtype=np.float64)
-        if len(weights) != len(lengths) or (weights < 0).any() or weights.sum() <= 0:
-            raise ValueError(f"mixing weights {weights.tolist()} must be >= 0 with a positive sum")
+        ends = [int(until) for until, _ in phases]
+        if any(end <= 0 for end in ends) or any(b <= a for a, b in zip(ends, ends[1:])):
+            raise ValueError(f"curriculum phase ends {ends} must be positive and increasing")
+        self.phase_ends = np.asarray(ends, dtype=np.int64)
+        # float [M] per phase, the base weights last (the phase after the last `until_position`).
+        self.phase_probabilities = [
+            _probabilities(w, len(lengths)) for w in [*(w for _, w in phases), weights]
+        ]
+        self._cdfs = [_cdf(p) for p in self.phase_probabilities]
         for src, n in zip(sources, lengths):
             if len(n) == 0:
                 raise ValueError(f"{src}: empty manifest")
         self.batches = [
             bucket_batches(n, batch_bins, u, s) for n, u, s in zip(lengths, uttids, sources)
         ]
-        self.probabilities = weights / weights.sum()
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -110,14 +126,27 @@ class MixedBatchSampler(torch.utils.data.Sampler):
     # ---------------------------------------------------------------- pure functions of position
     @lru_cache(maxsize=4)  # noqa: B019 - a few blocks per sampler, the sampler lives all run
     def _block_choices(self, block: int) -> np.ndarray:
-        rng = np.random.default_rng((self.seed, block))
-        return rng.choice(len(self.batches), size=BLOCK, p=self.probabilities)
+        uniforms = np.random.default_rng((self.seed, block)).random(BLOCK)
+        phases = self.phase_at(block * BLOCK + np.arange(BLOCK))
+        choices = np.empty(BLOCK, dtype=np.int64)
+        for phase in np.unique(phases):
+            here = phases == phase
+            choices[here] = self._cdfs[phase].searchsorted(uniforms[here], side="right")
+        return choices
 
     @lru_cache(maxsize=64)  # noqa: B019
     def _epoch_order(self, manifest: int, epoch: int) -> np.ndarray:
         return np.random.default_rng((self.seed, manifest, epoch)).permutation(
             len(self.batches[manifest])
         )
+
+    def phase_at(self, position: int | np.ndarray) -> int | np.ndarray:
+        """Curriculum phase of `position` (int or int [N]); `len(phases)` = after the last one."""
+        return np.searchsorted(self.phase_ends, position, side="right")
+
+    def probabilities_at(self, position: int) -> np.ndarray:
+        """float [M]: the mixing probabilities the stream draws `position` with."""
+        return self.phase_probabilities[int(self.phase_at(position))]
 
     def manifest_at(self, position: int) -> int:
         return int(self._block_choices(position // BLOCK)[position % BLOCK])
@@ -157,6 +186,24 @@ class MixedBatchSampler(torch.utils.data.Sampler):
         if int(state["seed"]) != self.seed:
             raise ValueError(f"sampler state has seed {state['seed']}, this run uses {self.seed}")
         self.position = int(state["position"])
+
+
+def _probabilities(weights: Sequence[float], num_manifests: int) -> np.ndarray:
+    """float [M]: mixing weights normalised to sum to one (ValueError if they cannot be)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if len(weights) != num_manifests or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(
+            f"mixing weights {weights.tolist()} must be {num_manifests} numbers >= 0 with a "
+            "positive sum"
+        )
+    return weights / weights.sum()
+
+
+def _cdf(probabilities: np.ndarray) -> np.ndarray:
+    """float [M]: cumulative probabilities, bit for bit as `Generator.choice(p=...)` builds them."""
+    cdf = probabilities.cumsum()
+    cdf /= cdf[-1]
+    return cdf
 
 
 def validation_batches(
