@@ -120,6 +120,46 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(config_path, ["train.precision=fp8"]).validate()
 
 
+TWO_MANIFESTS = ["model.base=tiny", "data.token_list=t.json", "data.train=[{path: a}, {path: b}]"]
+
+
+@pytest.mark.parametrize(
+    "curriculum, pattern",
+    [
+        ("[{until_step: 0, weights: [1, 0]}]", r"data.curriculum\[0\].until_step must be greater "),
+        (
+            "[{until_step: 5, weights: [1, 0]}, {until_step: 5, weights: [0, 1]}]",
+            r"data.curriculum\[1\].until_step must be greater than data.curriculum\[0\]",
+        ),
+        ("[{until_step: 5, weights: [1]}]", r"data.curriculum\[0\].weights has 1 weights"),
+        ("[{until_step: 5, weights: [1, -1]}]", r"data.curriculum\[0\].weights must be >= 0"),
+        ("[{until_step: 5, weights: [0, 0]}]", r"data.curriculum\[0\].weights .* positive sum"),
+    ],
+)
+def test_curriculum_config_errors_name_the_phase(curriculum, pattern):
+    config = load_config(None, [*TWO_MANIFESTS, f"data.curriculum={curriculum}"])
+    with pytest.raises(ConfigError, match=f"^train.yaml: {pattern}"):
+        config.validate("train.yaml")
+    valid = "data.curriculum=[{until_step: 5, weights: [1, 0]}, {until_step: 9, weights: [0, 1]}]"
+    load_config(None, [*TWO_MANIFESTS, valid]).validate("train.yaml")
+
+
+def test_curriculum_phases_count_optimizer_steps(tmp_path, caplog):
+    # accum_grad 2: a step consumes two global batches, so ASR only for the first 3 steps =
+    # positions 0..5.
+    config_path = make_experiment(tmp_path)
+    curriculum = "data.curriculum=[{until_step: 3, weights: [1.0, 0.0]}]"
+    config = load_config(config_path, [curriculum, "optim.accum_grad=2", "schedule.max_steps=4"])
+    trainer = Trainer(config, tmp_path / "exp", SINGLE)
+    assert trainer.sampler.phase_ends.tolist() == [6]
+    assert {trainer.sampler.manifest_at(p) for p in range(6)} == {0}
+    with caplog.at_level("INFO", logger="opuslm.train.trainer"):
+        trainer.run()
+    assert "data.curriculum[0] ended at position 6: mixing probabilities now [0.75, 0.25]" in (
+        caplog.text
+    )
+
+
 # ------------------------------------------------------------------------- up-front errors
 def test_data_errors_before_any_step(tmp_path):
     config_path = make_experiment(tmp_path)

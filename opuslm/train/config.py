@@ -47,10 +47,20 @@ class ManifestWeight:
 
 
 @dataclass
+class CurriculumPhase:
+    # Mixing weights (one per data.train entry, in order) for the optimizer steps before until_step.
+    until_step: int = 0
+    weights: list[float] = field(default_factory=list)
+
+
+@dataclass
 class DataConfig:
     # The model's joint vocabulary; every manifest must have been built with the same one.
     token_list: str = ""
     train: list[ManifestWeight] = field(default_factory=list)
+    # Piecewise-constant mixing weights: each phase's weights until its until_step (strictly
+    # increasing), the train entries' own weights after the last phase. Empty = no curriculum.
+    curriculum: list[CurriculumPhase] = field(default_factory=list)
     valid: list[str] = field(default_factory=list)
     # Frame budget per global batch: batch_size x longest sequence (rows) <= batch_bins.
     batch_bins: int = 4096
@@ -145,6 +155,25 @@ class Config:
             raise ConfigError(f"{where}: data.token_list is required")
         if not self.data.train:
             raise ConfigError(f"{where}: data.train lists no manifests")
+        previous = 0
+        for i, phase in enumerate(self.data.curriculum):
+            key = f"data.curriculum[{i}]"
+            if phase.until_step <= previous:
+                bound = f"data.curriculum[{i - 1}].until_step ({previous})" if i else "0"
+                raise ConfigError(
+                    f"{where}: {key}.until_step must be greater than {bound}, got "
+                    f"{phase.until_step}"
+                )
+            previous = phase.until_step
+            if len(phase.weights) != len(self.data.train):
+                raise ConfigError(
+                    f"{where}: {key}.weights has {len(phase.weights)} weights, one per data.train "
+                    f"entry ({len(self.data.train)}) is needed"
+                )
+            if any(w < 0 for w in phase.weights) or sum(phase.weights) <= 0:
+                raise ConfigError(
+                    f"{where}: {key}.weights must be >= 0 with a positive sum, got {phase.weights}"
+                )
 
     def to_dict(self) -> dict:
         return to_plain(self)

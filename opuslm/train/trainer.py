@@ -220,6 +220,9 @@ class Trainer:
         train_manifests = [Manifest.load(m.path) for m in data.train]
         self.tasks = sorted({m.task for m in train_manifests})
         self.dataset = self._dataset(train_manifests)
+        # An optimizer step consumes accum_grad global batches (positions); a step skipped for a
+        # non-finite loss consumes them too, so a phase then ends a step or so early.
+        accum = self.config.optim.accum_grad
         self.sampler = MixedBatchSampler(
             self.dataset.lengths(),
             self.dataset.uttids(),
@@ -229,6 +232,7 @@ class Trainer:
             seed=cfg_train.seed,
             rank=info.rank,
             world_size=info.world_size,
+            phases=[(p.until_step * accum, p.weights) for p in data.curriculum],
         )
         self.valid_dataset = None
         self.valid_batches: list[list[list[BatchItem]]] = []
@@ -449,7 +453,15 @@ class Trainer:
                     stopped_early = True
                     break
                 ok = self.train_step(micro_batches, sums)
+                phase = self.sampler.phase_at(self.position)
                 self.position += accum
+                if self.sampler.phase_at(self.position) != phase:
+                    logger.info(
+                        "data.curriculum[%d] ended at position %d: mixing probabilities now %s",
+                        phase,
+                        self.position,
+                        np.round(self.sampler.probabilities_at(self.position), 3).tolist(),
+                    )
                 meter.step(sum(b.num_positions for b in micro_batches if b.loss_mask.any()))
                 if not ok:
                     consecutive_bad += 1

@@ -437,6 +437,18 @@ TRAIN_CONFIG_CASES = {
         "data:\n  train:\n  - {path: a.json, wieght: 2}\n",
         r"unknown key data.train\[0\].wieght",
     ),
+    "curriculum weight not a number": (
+        "data:\n  curriculum:\n  - {until_step: 10, weights: [1.0, lots]}\n",
+        r"data.curriculum\[0\].weights\[1\] must be float, got 'lots'",
+    ),
+    "curriculum phase misspelt": (
+        "data:\n  curriculum:\n  - {until: 10, weights: [1.0]}\n",
+        r"unknown key data.curriculum\[0\].until \(known: until_step, weights\)",
+    ),
+    "curriculum step not an integer": (
+        "data:\n  curriculum:\n  - {until_step: 1e3, weights: [1.0]}\n",
+        r"data.curriculum\[0\].until_step must be int, got '1e3'",
+    ),
     "YAML syntax error": ("optim: [1, 2\n", "not valid YAML"),
     "a list instead of sections": ("- optim\n", "the config must be a mapping of sections"),
 }
