@@ -11,6 +11,10 @@ PIP := $(PY) -m pip
 APT_PACKAGES := flite sox fortunes
 APT_COMMANDS := flite sox
 PYTEST_ARGS ?=
+# `make test` runs the suite on TEST_JOBS pytest-xdist workers, one torch thread each (two workers
+# on two cores would otherwise each start two threads). The whole-recipe tests are collected first
+# (test/conftest.py) and loadgroup hands each to its own worker at once.
+TEST_JOBS ?= 2
 
 .PHONY: install system-packages test lint smoke demo bench clean
 
@@ -43,7 +47,7 @@ lint:
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS) test
+	OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadgroup $(PYTEST_ARGS) test
 
 smoke:
 	cd egs2/mini_flite/speechlm1 && ./run.sh --preset smoke

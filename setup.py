@@ -56,7 +56,7 @@ extras_require = {
     # CPU torch. Nothing in opuslm requires it.
     "torchaudio": ["torchaudio"],
     # Tests, property tests and the linter.
-    "dev": ["pytest>=7", "hypothesis>=6", "ruff>=0.4", "pytest-timeout>=2"],
+    "dev": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "ruff>=0.4", "pytest-timeout>=2"],
 }
 
 setup(

@@ -20,3 +20,15 @@ def one_thread_and_restored_determinism():
     yield
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic)
+
+
+# Whole-recipe runs take most of the suite's time; collected first, each starts at once on its own
+# pytest-xdist worker (`make test` runs two) while the short tests share the other worker.
+LONG_RUNNING = (
+    "test_recipe_data.py::test_mini_flite_smoke_preset_runs_every_stage",
+    "test_recipe_librispeech.py::test_librispeech_recipe_stages_1_to_10_on_a_fake_corpus",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.endswith(LONG_RUNNING))
