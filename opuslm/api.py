@@ -84,7 +84,8 @@ class OpusLM:
         """The packed default decoding settings of `task`, with `overrides` merged in.
 
         overrides: e.g. {"semantic": {"greedy": True}, "max_frames": 200}, or for asr
-        {"ctc_weight": 0.3} (joint CTC / LM decoding; needs a model trained with a CTC head).
+        {"ctc_weight": 0.3} (joint CTC / LM decoding; needs a model trained with a CTC head)
+        and {"beam_size": 4} (beam search instead of greedy).
         """
         settings = self.packed.config.decoding.get(task, {})
         merged = merge_settings(settings, overrides or {})

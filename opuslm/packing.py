@@ -98,7 +98,7 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
 
         {"text": {"greedy": true}, "semantic": {"greedy": false, "top_k": 30},
          "acoustic": {...}, "min_frames": 0, "max_frames": 512, "max_len_ratio": 0.8,
-         "ctc_weight": 0.3, "ctc_pre_beam": 20}
+         "ctc_weight": 0.3, "ctc_pre_beam": 20, "beam_size": 4}
 
     Unknown keys and bad values raise PackError naming `where` and the key.
     """
@@ -113,6 +113,7 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
         "max_len_ratio": float,
         "ctc_weight": float,
         "ctc_pre_beam": int,
+        "beam_size": int,
     }
     known = {"text", "semantic", "acoustic", *scalars}
     unknown = sorted(set(settings) - known)

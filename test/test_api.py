@@ -269,3 +269,7 @@ def test_joint_ctc_decoding_needs_a_ctc_head_and_batches(tiny: TinyModel, model:
     batched = joint_model.transcribe_batch(audios, joint)
     assert batched == [joint_model.transcribe(w, sr, joint) for w, sr in audios]
     assert batched != joint_model.transcribe_batch(audios)  # the CTC scores are in effect
+    beam = {**joint, "beam_size": 3}
+    assert joint_model.transcribe_batch(audios, beam) == [
+        joint_model.transcribe(w, sr, beam) for w, sr in audios
+    ]

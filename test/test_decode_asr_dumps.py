@@ -43,7 +43,7 @@ def test_transcripts_cover_the_manifest_and_do_not_depend_on_batching(tmp_path, 
     assert joint[4] == joint[1] and sorted(joint[1]) == sorted(manifest.uttids)
     assert joint[1] != one_by_one  # the CTC scores are in effect
 
-    # The command line passes --ctc_weight and --ctc_pre_beam through.
+    # The command line passes --ctc_weight, --ctc_pre_beam and --beam_size through.
     seen = {}
     plain_transcribe = decode_asr_dumps.transcribe_manifest
 
@@ -60,8 +60,9 @@ def test_transcripts_cover_the_manifest_and_do_not_depend_on_batching(tmp_path, 
     argv += ["--manifest", str(manifest.path), "--output", str(output), "--device", "cpu"]
     decode_asr_dumps.main(
         [*argv, "--max_frames", "6", "--ctc_weight", "0.5", "--ctc_pre_beam", "3"]
+        + ["--beam_size", "2"]
     )
-    assert seen["args"][-2:] == (0.5, 3)
+    assert seen["args"][-3:] == (0.5, 3, 2)
     lines = output.read_text().splitlines()
     assert len(lines) == len(manifest.uttids)
 

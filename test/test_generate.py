@@ -9,6 +9,7 @@ from opuslm.model.delay import delay
 from opuslm.model.generate import (
     GenerationConfig,
     SamplingConfig,
+    _RowDecoder,
     generate,
     generate_stream,
     sample,
@@ -300,8 +301,11 @@ def test_decode_config_takes_max_len_ratio_and_ctc_settings():
     assert generation_config("asr", {"max_len_ratio": 0.8}, "decode.yaml").max_len_ratio == 0.8
     with pytest.raises(PackError, match="decode.yaml.*max_len_ratio"):
         generation_config("asr", {"max_len_ratio": -2}, "decode.yaml")
-    joint = generation_config("asr", {"ctc_weight": 0.3, "ctc_pre_beam": 8}, "decode.yaml")
-    assert (joint.ctc_weight, joint.ctc_pre_beam) == (0.3, 8)
+    settings = {"ctc_weight": 0.3, "ctc_pre_beam": 8, "beam_size": 4}
+    joint = generation_config("asr", settings, "decode.yaml")
+    assert (joint.ctc_weight, joint.ctc_pre_beam, joint.beam_size) == (0.3, 8, 4)
+    with pytest.raises(PackError, match="decode.yaml.*beam_size > 1 needs target 'text'"):
+        generation_config("tts", {"beam_size": 2}, "decode.yaml")
     with pytest.raises(PackError, match="decode.yaml.*ctc_weight"):
         generation_config("asr", {"ctc_weight": 2}, "decode.yaml")
     with pytest.raises(PackError, match="decode.yaml.*ctc_weight needs target 'text'"):
@@ -446,3 +450,86 @@ def test_joint_decoding_settings_are_checked():
     )
     with pytest.raises(ValueError, match="prompt 1 has no speech frames"):
         generate(ctc_model(), [prompts[0], no_speech], config)
+
+
+# ------------------------------------------------------------------ beam search
+def beam_search(model: MultiStreamLM, prompts: list[torch.Tensor], config, beam: int, only=None):
+    """The beam path itself (generate only takes it for beam_size > 1); `only`: the stream-0
+    ids allowed besides eos (default: every text id)."""
+    copies = [prompt for prompt in prompts for _ in range(beam)]
+    decoder = _RowDecoder(model, copies, config, seed=None)
+    if only is not None:
+        lo = decoder.window[0]
+        keep = torch.tensor([i - lo for i in [*only, model.token_list.eos_id]])
+        for bias in (decoder.bias_with_eos, decoder.bias_without_eos):
+            allowed = bias.clone()
+            bias.fill_(float("-inf"))
+            bias[keep] = allowed[keep]
+    return decoder.beam_search(beam)  # (best frames per prompt, their scores)
+
+
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.5])
+def test_a_beam_of_one_is_greedy_decoding(ctc_weight):
+    model = ctc_model(seed=4)
+    model.prefix_lm = True
+    prompts = prompts_for(model.token_list, seed=2)
+    config = GenerationConfig(target="text", max_frames=8, ctc_weight=ctc_weight, ctc_pre_beam=5)
+    greedy = generate(model, prompts, config)
+    beam, _ = beam_search(model, prompts, config, beam=1)
+    assert [b.tolist() for b in beam] == [g.tolist() for g in greedy]
+
+
+def sequence_score(model: MultiStreamLM, prompt: torch.Tensor, tokens: list[int], limit: int, only):
+    """Summed stream-0 log-probs (over the ids `only`, and eos unless it is banned: before
+    `limit` here) of `tokens` then eos after the prompt, recomputed without a cache; eos at
+    `limit` frames is forced (scores 0)."""
+    token_list = model.token_list
+    pad, eos, streams = token_list.pad_id, token_list.eos_id, token_list.num_streams
+    allowed = list(only)
+    delayed = delay(prompt[None], pad)[0].tolist()  # [P + S - 1, S]
+    rows, tail = delayed[: len(prompt)], delayed[len(prompt) :]
+    total = 0.0
+    for k, token in enumerate([*tokens, eos]):
+        if k == limit:
+            break
+        with torch.no_grad():
+            hidden, _ = model.hidden_states(torch.tensor([rows]))
+            log_probs = model.stream0_logits(hidden[0, -1])[allowed].log_softmax(-1)
+        total += float(log_probs[allowed.index(token)])
+        rows.append([token] + [tail[k][s] if k < s else pad for s in range(1, streams)])
+    return total
+
+
+def test_a_wide_beam_finds_the_best_transcript_of_an_exhaustive_search():
+    """Three text ids and exactly 4 frames (eos banned before, forced at 4): 81 transcripts, all
+    kept by a beam of 81, so the search returns the best (its cache and hypothesis scores
+    reordered right at every step); a beam of 1 (greedy) does not find it here."""
+    model = tiny_model(seed=6)
+    prompt = prompts_for(model.token_list, seed=3)[1]
+    limit, only = 4, [2, 7, 11]
+    candidates = [[a, b, c, d] for a in only for b in only for c in only for d in only]
+    scores = [sequence_score(model, prompt, c, limit, only) for c in candidates]
+    best = candidates[int(np.argmax(scores))]
+    config = GenerationConfig(target="text", min_frames=limit, max_frames=limit)
+    wide, score = beam_search(model, [prompt], config, beam=len(candidates), only=only)
+    assert wide[0][:, 0].tolist() == best
+    assert float(score[0]) == pytest.approx(max(scores), abs=1e-4)
+    narrow = beam_search(model, [prompt], config, beam=1, only=only)[0][0][:, 0].tolist()
+    assert narrow != best
+
+
+def test_beam_search_batched_equals_one_by_one_and_settings_are_checked():
+    model = ctc_model(seed=6)
+    prompts = prompts_for(model.token_list, seed=4)
+    config = GenerationConfig(target="text", max_frames=6, ctc_weight=0.5, beam_size=3)
+    batched = generate(model, prompts, config)
+    for prompt, output in zip(prompts, batched):
+        assert torch.equal(output, generate(model, [prompt], config)[0])
+        assert output.shape[1] == model.token_list.num_streams
+        assert bool((output[:, 1:] == model.token_list.pad_id).all())
+    with pytest.raises(ValueError, match="beam_size must be >= 1"):
+        GenerationConfig(target="text", beam_size=0)
+    with pytest.raises(ValueError, match="beam_size > 1 needs target 'text'"):
+        GenerationConfig(target="speech", beam_size=2)
+    with pytest.raises(ValueError, match="generate_stream"):
+        next(generate_stream(model, prompts[0], config))

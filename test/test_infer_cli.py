@@ -44,11 +44,8 @@ def test_asr_writes_sorted_text_equal_to_the_api_and_its_settings(
     settings = yaml.safe_load((tmp_path / "decode_config.yaml").read_text())
     assert settings["task"] == "asr" and settings["max_frames"] == 8
     assert settings["text"]["greedy"] is True and "semantic" not in settings
-    assert (settings["max_len_ratio"], settings["ctc_weight"], settings["ctc_pre_beam"]) == (
-        0,
-        0,
-        20,
-    )
+    decoding = ("max_len_ratio", "ctc_weight", "ctc_pre_beam", "beam_size")
+    assert [settings[key] for key in decoding] == [0, 0, 20, 1]
     assert not list((tmp_path / "parts").iterdir())
 
 

@@ -1,7 +1,7 @@
-"""Greedy ASR of a token-dump manifest with a training checkpoint: no audio, no codec, no packing.
+"""ASR of a token-dump manifest with a training checkpoint: no audio, no codec, no packing.
 
-With --ctc_weight > 0 (a checkpoint trained with a CTC head) decoding is joint CTC / LM, as in
-`opuslm.model.generate`.
+Greedy, or beam search with --beam_size > 1. With --ctc_weight > 0 (a checkpoint trained with a
+CTC head) decoding is joint CTC / LM, as in `opuslm.model.generate`.
 
 For experiments (egs2/mini_flite EXPERIMENTS.md): a checkpoint's held-out transcripts straight from
 the `asr` manifest that stage 5 wrote, on CPU or GPU, in batches. The output is a Kaldi `text`
@@ -51,8 +51,10 @@ def transcribe_manifest(
     max_len_ratio: float = 0.0,
     ctc_weight: float = 0.0,
     ctc_pre_beam: int = GenerationConfig.ctc_pre_beam,
+    beam_size: int = 1,
 ) -> dict[str, str]:
-    """{uttid: greedy transcript} of every utterance of an `asr` manifest, longest first."""
+    """{uttid: transcript} of every utterance of an `asr` manifest, longest first (greedy, or
+    beam search with beam_size > 1)."""
     if manifest.task != "asr":
         raise ValueError(f"{manifest.path}: an asr manifest is needed, got task {manifest.task!r}")
     manifest.require_token_list(model.token_list)
@@ -62,6 +64,7 @@ def transcribe_manifest(
         max_len_ratio=max_len_ratio,
         ctc_weight=ctc_weight,
         ctc_pre_beam=ctc_pre_beam,
+        beam_size=beam_size,
     )
     reader = ManifestReader(manifest, prompt_source="self", prompt_frames=0)
     order = np.argsort(-manifest.lengths(0), kind="stable")  # similar lengths share a batch
@@ -100,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         default=GenerationConfig.ctc_pre_beam,
         help="best LM ids scored by the CTC per step (0: all text ids)",
     )
+    parser.add_argument("--beam_size", type=int, default=1, help="1: greedy")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             args.max_len_ratio,
             args.ctc_weight,
             args.ctc_pre_beam,
+            args.beam_size,
         )
     lines = [f"{uttid} {text}".rstrip() for uttid, text in sorted(hyps.items())]
     write_text_atomic(Path(args.output), "\n".join(lines) + "\n")

@@ -239,7 +239,11 @@ def write_decode_config(args: argparse.Namespace, decoder: Decoder) -> None:
     settings.update(min_frames=config.min_frames, max_frames=config.max_frames)
     settings["max_len_ratio"] = config.max_len_ratio
     if config.target == "text":
-        settings.update(ctc_weight=config.ctc_weight, ctc_pre_beam=config.ctc_pre_beam)
+        settings.update(
+            ctc_weight=config.ctc_weight,
+            ctc_pre_beam=config.ctc_pre_beam,
+            beam_size=config.beam_size,
+        )
     if args.task == "tts":
         settings["prompt"] = "prompt_scp" if args.prompt_scp is not None else "default"
         settings["own_prefix"] = decoder.own_prefix

@@ -125,6 +125,15 @@ class CTCPrefixScorer:
         self.prefix_score = torch.where(extend, chosen_prefix, self.prefix_score)
         self.last = torch.where(extend, label, self.last)
 
+    def select(self, index: torch.Tensor) -> None:
+        """Keep hypotheses `index` [B] (each row becomes a copy of row index[i]; beam search
+        reorders its hypotheses with it), the last scored candidates included."""
+        self.labels, self.blanks = self.labels[:, index], self.blanks[:, index]
+        self.r_label, self.r_blank = self.r_label[:, index], self.r_blank[:, index]
+        self.prefix_score, self.last = self.prefix_score[index], self.last[index]
+        if self._scored is not None:
+            self._scored = (self._scored[0][index], self._scored[1][index])
+
     def _candidate_scores(self, candidates: torch.Tensor) -> torch.Tensor:
         """y_t(c) of candidates [B, K] -> [T, B, K]."""
         index = candidates[None].expand(len(self.labels), -1, -1)

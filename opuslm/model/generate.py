@@ -72,6 +72,11 @@ class GenerationConfig:
     # ids; ctc_weight 1 scores all of them too, as the LM then ranks nothing).
     ctc_weight: float = 0.0
     ctc_pre_beam: int = 20
+    # > 1 (text targets): beam search over stream 0 (ESPnet's beam_size) instead of picking one
+    # id per step: the beam_size best hypotheses by summed log-score (joint CTC / LM scores with
+    # ctc_weight > 0) are kept each step, and the best ended one is returned. The text sampling
+    # settings are then unused.
+    beam_size: int = 1
 
     def __post_init__(self) -> None:
         if self.max_len_ratio < 0:
@@ -88,6 +93,10 @@ class GenerationConfig:
             )
         if self.ctc_weight > 0 and self.target != "text":
             raise ValueError(f"ctc_weight needs target 'text', got {self.target!r}")
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.beam_size > 1 and self.target != "text":
+            raise ValueError(f"beam_size > 1 needs target 'text', got {self.target!r}")
 
 
 def sample(
@@ -145,10 +154,12 @@ class _RowDecoder:
         self.mask, self.positions = self._attention_inputs(width + config.max_frames + streams)
         self.limits = self._output_limits(frames, token_list.ranges["semantic"])  # [B]
         # Prefix LM: the condition rows of each prompt (in padded positions) attend both ways.
-        self.condition_rows = (width - self.prompt_lengths) + torch.tensor(
-            [num_condition_frames(p[:, 0].cpu().numpy(), token_list) for p in prompts],
-            device=device,
-        )
+        self.condition_rows = None
+        if model.prefix_lm:
+            self.condition_rows = (width - self.prompt_lengths) + torch.tensor(
+                [num_condition_frames(p[:, 0].cpu().numpy(), token_list) for p in prompts],
+                device=device,
+            )
 
         self.generator = None
         if seed is not None:
@@ -216,7 +227,7 @@ class _RowDecoder:
         """Feed delayed rows [B, n, S] that sit at padded positions first .. first + n - 1."""
         last = first + rows.shape[1]
         mask = None if self.mask is None else self.mask[:, :last]
-        if first == 0 and self.model.prefix_lm:
+        if first == 0 and self.condition_rows is not None:
             # The prompt's condition rows attend to each other in both directions; rows after
             # its target start token (own-prefix TTS, continuations) stay causal, as in training.
             padding = self.width - self.prompt_lengths
@@ -280,11 +291,89 @@ class _RowDecoder:
             owner = stream0_history[:, frame_of_stream.clamp(0, self.config.max_frames)]
             is_speech = (owner >= self.semantic_range[0]) & (owner < self.semantic_range[1])
             row[:, 1:] = torch.where(is_speech, codes + self.codebook_offsets, self.pad)
-        if k < streams - 1:
-            # Streams whose frame is still a prompt frame keep the prompt's token.
-            from_prompt = frame_of_stream < 0
+        return self._keep_prompt_streams(row, k)
+
+    def _keep_prompt_streams(self, row: torch.Tensor, k: int) -> torch.Tensor:
+        """Generated row k [B, S] with the streams whose frame is still a prompt frame (s > k)
+        set to the prompt's own tokens (in place)."""
+        if k < self.num_streams - 1:
+            from_prompt = k - torch.arange(1, self.num_streams, device=self.device) < 0
             row[:, 1:][:, from_prompt] = self.delayed_prompt[:, self.width + k, 1:][:, from_prompt]
         return row
+
+    @torch.no_grad()
+    def beam_search(self, beam: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Beam search of a text target over prompts laid out beam copies each (prompt i at
+        rows i * beam .. i * beam + beam - 1) -> (the best hypothesis per prompt, undelayed
+        frames [N_i, S] without eos (streams >= 1 pad, as `generate` returns text); its score
+        [P]).
+
+        A hypothesis' score is the sum of its ids' stream-0 scores (LM log-probs, or the joint
+        CTC / LM scores of `_joint_scores`); an ended hypothesis keeps its score and competes
+        with the open ones. Every step's score is <= 0, so the search stops once each prompt's
+        best hypothesis has ended: no open one can overtake it.
+        """
+        config, streams, width = self.config, self.num_streams, self.width
+        num_hyps = len(self.prompt_lengths)
+        prompts = num_hyps // beam
+        lo, hi = self.window
+        eos_column = self.eos - lo
+        cache = transformers.DynamicCache(config=self.model.body.config)
+        step = self._feed(self.delayed_prompt[:, :width], 0, cache)
+        # Only the first copy of each prompt is live at first, so the beam starts from one
+        # hypothesis rather than beam identical ones.
+        scores = torch.zeros(prompts, beam, device=self.device)
+        scores[:, 1:] = float("-inf")
+        scores = scores.flatten()  # [H]
+        history = torch.full((num_hyps, config.max_frames + 1), self.pad, device=self.device)
+        ended = torch.zeros(num_hyps, dtype=torch.bool, device=self.device)
+        first_hyp = (torch.arange(prompts, device=self.device) * beam)[:, None]  # [P, 1]
+        for k in range(config.max_frames + 1):
+            bias = self.bias_with_eos if k >= config.min_frames else self.bias_without_eos
+            logits = self.model.head_logits(step.hidden, lo, hi) + bias
+            step_scores = (
+                self._joint_scores(logits)
+                if self.ctc is not None
+                else logits.float().log_softmax(-1)
+            )  # [H, W]
+            # At its length limit a hypothesis can only end; an ended one only stays as it is
+            # (one candidate at its own score).
+            forced = torch.full_like(step_scores, float("-inf"))
+            forced[:, eos_column] = 0.0
+            step_scores = torch.where((ended | (k >= self.limits))[:, None], forced, step_scores)
+            candidates = (scores[:, None] + step_scores).view(prompts, -1)  # [P, beam * W]
+            best, flat = candidates.topk(beam, dim=-1)  # [P, beam], best first
+            parent = (first_hyp + flat // step_scores.shape[1]).flatten()  # [H]
+            token0 = (flat % step_scores.shape[1]).flatten() + lo
+            if len(self.stop_ids):
+                token0 = token0.masked_fill(torch.isin(token0, self.stop_ids), self.eos)
+            was_ended = ended[parent]
+            token0 = token0.masked_fill(was_ended, self.pad)
+            scores, ended = best.flatten(), was_ended | (token0 == self.eos)
+            history = history[parent]
+            history[:, k] = token0
+            if self.ctc is not None:
+                self.ctc.select(parent)
+                text_lo, text_hi = self.model.token_list.ranges["text"]
+                is_text = (token0 >= text_lo) & (token0 < text_hi)
+                self.ctc.advance(torch.where(is_text, token0 - text_lo, -1))
+            if bool(ended.view(prompts, beam)[:, 0].all()):
+                break
+            step.cache.reorder_cache(parent)
+            row = torch.full((num_hyps, streams), self.pad, device=self.device)
+            row[:, 0] = token0
+            step = self._feed(self._keep_prompt_streams(row, k)[:, None], width + k, step.cache)
+        outputs = []
+        for tokens in history[first_hyp[:, 0]]:
+            length = (
+                int((tokens == self.eos).int().argmax())
+                if bool((tokens == self.eos).any())
+                else len(tokens)
+            )
+            frames = torch.full((length, streams), self.pad, dtype=tokens.dtype)
+            frames[:, 0] = tokens[:length].cpu()
+            outputs.append(frames)
+        return outputs, scores.view(prompts, beam)[:, 0].cpu()
 
     def _joint_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Stream-0 logits over the window [B, W] (banned ids -inf) -> joint CTC / LM scores
@@ -330,6 +419,10 @@ def generate(
 ) -> list[torch.Tensor]:
     """Decode a batch: prompts [T_i, S] (undelayed joint ids ending with the target's start
     token) -> generated undelayed frames [N_i, S] without eos, one per prompt."""
+    if config.beam_size > 1:
+        beam = config.beam_size
+        copies = [prompt for prompt in prompts for _ in range(beam)]
+        return _RowDecoder(model, copies, config, seed).beam_search(beam)[0]
     decoder = _RowDecoder(model, prompts, config, seed)
     rows = torch.stack(list(decoder), dim=1)  # [B, K, S]
     stream0 = rows[..., 0]
@@ -349,6 +442,8 @@ def generate_stream(
 ) -> Iterator[torch.Tensor]:
     """Decode one prompt [T, S], yielding each frame [S] as soon as all its streams are decoded
     (S - 1 rows after its stream 0); the same frames as `generate`."""
+    if config.beam_size > 1:
+        raise ValueError("generate_stream picks one id per step: beam_size > 1 needs `generate`")
     decoder = _RowDecoder(model, [prompt], config, seed)
     rows: list[torch.Tensor] = []
     lag = decoder.num_streams - 1
