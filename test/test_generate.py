@@ -456,8 +456,7 @@ def test_joint_decoding_settings_are_checked():
 def beam_search(model: MultiStreamLM, prompts: list[torch.Tensor], config, beam: int, only=None):
     """The beam path itself (generate only takes it for beam_size > 1); `only`: the stream-0
     ids allowed besides eos (default: every text id)."""
-    copies = [prompt for prompt in prompts for _ in range(beam)]
-    decoder = _RowDecoder(model, copies, config, seed=None)
+    decoder = _RowDecoder(model, prompts, config, seed=None)
     if only is not None:
         lo = decoder.window[0]
         keep = torch.tensor([i - lo for i in [*only, model.token_list.eos_id]])

@@ -301,25 +301,42 @@ class _RowDecoder:
             row[:, 1:][:, from_prompt] = self.delayed_prompt[:, self.width + k, 1:][:, from_prompt]
         return row
 
+    def _repeat_prompts(self, beam: int) -> None:
+        """Lay each prompt's state out beam times (prompt i at rows i * beam .. i * beam +
+        beam - 1): the per-prompt tensors and the CTC scorer; the cache is repeated by the
+        caller, after the prompts' one prefill."""
+        index = torch.arange(len(self.prompt_lengths), device=self.device).repeat_interleave(beam)
+        self.prompt_lengths, self.limits = self.prompt_lengths[index], self.limits[index]
+        self.delayed_prompt = self.delayed_prompt[index]
+        if self.mask is not None:
+            self.mask, self.positions = self.mask[index], self.positions[index]
+        if self.condition_rows is not None:
+            self.condition_rows = self.condition_rows[index]
+        if self.ctc is not None:
+            self.ctc.select(index)
+
     @torch.no_grad()
     def beam_search(self, beam: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Beam search of a text target over prompts laid out beam copies each (prompt i at
-        rows i * beam .. i * beam + beam - 1) -> (the best hypothesis per prompt, undelayed
-        frames [N_i, S] without eos (streams >= 1 pad, as `generate` returns text); its score
-        [P]).
+        """Beam search of a text target -> (the best hypothesis per prompt, undelayed frames
+        [N_i, S] without eos (streams >= 1 pad, as `generate` returns text); its score [B]).
 
         A hypothesis' score is the sum of its ids' stream-0 scores (LM log-probs, or the joint
         CTC / LM scores of `_joint_scores`); an ended hypothesis keeps its score and competes
         with the open ones. Every step's score is <= 0, so the search stops once each prompt's
-        best hypothesis has ended: no open one can overtake it.
+        best hypothesis has ended: no open one can overtake it. The prompts are run once, then
+        their cache is copied to the beam's hypotheses.
         """
         config, streams, width = self.config, self.num_streams, self.width
-        num_hyps = len(self.prompt_lengths)
-        prompts = num_hyps // beam
+        prompts = len(self.prompt_lengths)
+        num_hyps = prompts * beam
         lo, hi = self.window
         eos_column = self.eos - lo
         cache = transformers.DynamicCache(config=self.model.body.config)
         step = self._feed(self.delayed_prompt[:, :width], 0, cache)
+        if beam > 1:
+            step.cache.batch_repeat_interleave(beam)
+            step = StepOutput(step.hidden.repeat_interleave(beam, dim=0), step.cache)
+            self._repeat_prompts(beam)
         # Only the first copy of each prompt is live at first, so the beam starts from one
         # hypothesis rather than beam identical ones.
         scores = torch.zeros(prompts, beam, device=self.device)
@@ -359,7 +376,8 @@ class _RowDecoder:
                 self.ctc.advance(torch.where(is_text, token0 - text_lo, -1))
             if bool(ended.view(prompts, beam)[:, 0].all()):
                 break
-            step.cache.reorder_cache(parent)
+            if not torch.equal(parent, torch.arange(num_hyps, device=self.device)):
+                step.cache.reorder_cache(parent)  # copies the whole cache: skipped if in place
             row = torch.full((num_hyps, streams), self.pad, device=self.device)
             row[:, 0] = token0
             step = self._feed(self._keep_prompt_streams(row, k)[:, None], width + k, step.cache)
@@ -420,9 +438,7 @@ def generate(
     """Decode a batch: prompts [T_i, S] (undelayed joint ids ending with the target's start
     token) -> generated undelayed frames [N_i, S] without eos, one per prompt."""
     if config.beam_size > 1:
-        beam = config.beam_size
-        copies = [prompt for prompt in prompts for _ in range(beam)]
-        return _RowDecoder(model, copies, config, seed).beam_search(beam)[0]
+        return _RowDecoder(model, prompts, config, seed).beam_search(config.beam_size)[0]
     decoder = _RowDecoder(model, prompts, config, seed)
     rows = torch.stack(list(decoder), dim=1)  # [B, K, S]
     stream0 = rows[..., 0]
