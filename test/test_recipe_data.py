@@ -193,6 +193,9 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
     for task in ("asr", "tts"):
         score = json.loads((model / f"decode_{task}_test" / "score.json").read_text())
         assert score["num_utts"] == 8
+    # conf/smoke/decode.yaml's joint CTC / LM beam search reached stage 9's decoding.
+    settings = (model / "decode_asr_test" / "decode_config.yaml").read_text().splitlines()
+    assert {"beam_size: 2", "ctc_weight: 0.5"} <= set(settings)
     assert "## asr: test" in (model / "RESULTS.md").read_text()
     assert (model / "packed" / "model.safetensors").is_file()
     assert (exp / "base_lm_smoke" / "hf" / "model.safetensors").is_file()
