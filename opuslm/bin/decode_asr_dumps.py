@@ -51,7 +51,7 @@ def transcribe_manifest(
     max_len_ratio: float = 0.0,
     ctc_weight: float = 0.0,
     ctc_pre_beam: int = GenerationConfig.ctc_pre_beam,
-    beam_size: int = 1,
+    beam_size: int = GenerationConfig.beam_size,
 ) -> dict[str, str]:
     """{uttid: transcript} of every utterance of an `asr` manifest, longest first (greedy, or
     beam search with beam_size > 1)."""
@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         default=GenerationConfig.ctc_pre_beam,
         help="best LM ids scored by the CTC per step (0: all text ids)",
     )
-    parser.add_argument("--beam_size", type=int, default=1, help="1: greedy")
+    parser.add_argument(
+        "--beam_size", type=int, default=GenerationConfig.beam_size, help="1: greedy"
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -269,16 +269,11 @@ class _RowDecoder:
             if self.ctc is not None:
                 logits = self._joint_scores(logits)
             token0 = sample(logits, self.stream0_sampling, self.generator) + self.window[0]
-            token0 = token0.masked_fill(k >= self.limits, self.eos)
-            if len(self.stop_ids):
-                token0 = token0.masked_fill(torch.isin(token0, self.stop_ids), self.eos)
+            token0 = self._stop_as_eos(token0.masked_fill(k >= self.limits, self.eos))
             ended = eos_frame >= 0
             token0 = token0.masked_fill(ended, self.pad)
             eos_frame.masked_fill_(~ended & (token0 == self.eos), k)
-            if self.ctc is not None:
-                text_lo, text_hi = self.model.token_list.ranges["text"]
-                is_text = (token0 >= text_lo) & (token0 < text_hi)
-                self.ctc.advance(torch.where(is_text, token0 - text_lo, -1))
+            self._advance_ctc(token0)
             stream0_history[:, k] = token0
             row[:, 0] = token0
         if streams == 1:
@@ -292,6 +287,20 @@ class _RowDecoder:
             is_speech = (owner >= self.semantic_range[0]) & (owner < self.semantic_range[1])
             row[:, 1:] = torch.where(is_speech, codes + self.codebook_offsets, self.pad)
         return self._keep_prompt_streams(row, k)
+
+    def _stop_as_eos(self, token0: torch.Tensor) -> torch.Tensor:
+        """Stream-0 ids [B] with the config's stop ids replaced by eos."""
+        if len(self.stop_ids):
+            token0 = token0.masked_fill(torch.isin(token0, self.stop_ids), self.eos)
+        return token0
+
+    def _advance_ctc(self, token0: torch.Tensor) -> None:
+        """Extend the CTC prefix of each hypothesis by its chosen stream-0 id [B] (joint
+        decoding only); eos, pad and other non-text ids leave it as it is."""
+        if self.ctc is not None:
+            text_lo, text_hi = self.model.token_list.ranges["text"]
+            is_text = (token0 >= text_lo) & (token0 < text_hi)
+            self.ctc.advance(torch.where(is_text, token0 - text_lo, -1))
 
     def _keep_prompt_streams(self, row: torch.Tensor, k: int) -> torch.Tensor:
         """Generated row k [B, S] with the streams whose frame is still a prompt frame (s > k)
@@ -345,6 +354,11 @@ class _RowDecoder:
         history = torch.full((num_hyps, config.max_frames + 1), self.pad, device=self.device)
         ended = torch.zeros(num_hyps, dtype=torch.bool, device=self.device)
         first_hyp = (torch.arange(prompts, device=self.device) * beam)[:, None]  # [P, 1]
+        in_place = torch.arange(num_hyps, device=self.device)
+        # At its length limit a hypothesis can only end; an ended one only stays as it is (one
+        # candidate at its own score).
+        only_eos = torch.full((hi - lo,), float("-inf"), device=self.device)
+        only_eos[eos_column] = 0.0
         for k in range(config.max_frames + 1):
             bias = self.bias_with_eos if k >= config.min_frames else self.bias_without_eos
             logits = self.model.head_logits(step.hidden, lo, hi) + bias
@@ -353,17 +367,11 @@ class _RowDecoder:
                 if self.ctc is not None
                 else logits.float().log_softmax(-1)
             )  # [H, W]
-            # At its length limit a hypothesis can only end; an ended one only stays as it is
-            # (one candidate at its own score).
-            forced = torch.full_like(step_scores, float("-inf"))
-            forced[:, eos_column] = 0.0
-            step_scores = torch.where((ended | (k >= self.limits))[:, None], forced, step_scores)
+            step_scores = torch.where((ended | (k >= self.limits))[:, None], only_eos, step_scores)
             candidates = (scores[:, None] + step_scores).view(prompts, -1)  # [P, beam * W]
             best, flat = candidates.topk(beam, dim=-1)  # [P, beam], best first
             parent = (first_hyp + flat // step_scores.shape[1]).flatten()  # [H]
-            token0 = (flat % step_scores.shape[1]).flatten() + lo
-            if len(self.stop_ids):
-                token0 = token0.masked_fill(torch.isin(token0, self.stop_ids), self.eos)
+            token0 = self._stop_as_eos((flat % step_scores.shape[1]).flatten() + lo)
             was_ended = ended[parent]
             token0 = token0.masked_fill(was_ended, self.pad)
             scores, ended = best.flatten(), was_ended | (token0 == self.eos)
@@ -371,23 +379,17 @@ class _RowDecoder:
             history[:, k] = token0
             if self.ctc is not None:
                 self.ctc.select(parent)
-                text_lo, text_hi = self.model.token_list.ranges["text"]
-                is_text = (token0 >= text_lo) & (token0 < text_hi)
-                self.ctc.advance(torch.where(is_text, token0 - text_lo, -1))
+            self._advance_ctc(token0)
             if bool(ended.view(prompts, beam)[:, 0].all()):
                 break
-            if not torch.equal(parent, torch.arange(num_hyps, device=self.device)):
+            if not torch.equal(parent, in_place):
                 step.cache.reorder_cache(parent)  # copies the whole cache: skipped if in place
             row = torch.full((num_hyps, streams), self.pad, device=self.device)
             row[:, 0] = token0
             step = self._feed(self._keep_prompt_streams(row, k)[:, None], width + k, step.cache)
+        best_tokens = history[first_hyp[:, 0]]  # [P, max_frames + 1]
         outputs = []
-        for tokens in history[first_hyp[:, 0]]:
-            length = (
-                int((tokens == self.eos).int().argmax())
-                if bool((tokens == self.eos).any())
-                else len(tokens)
-            )
+        for tokens, length in zip(best_tokens, frames_before_eos(best_tokens, self.eos).tolist()):
             frames = torch.full((length, streams), self.pad, dtype=tokens.dtype)
             frames[:, 0] = tokens[:length].cpu()
             outputs.append(frames)
@@ -429,6 +431,12 @@ class _RowDecoder:
         return torch.where(stuck, fallback, scores)
 
 
+def frames_before_eos(stream0: torch.Tensor, eos: int) -> torch.Tensor:
+    """Stream-0 ids [B, K] -> frames before each row's first eos [B] (K if it has none)."""
+    is_eos = stream0 == eos
+    return torch.where(is_eos.any(-1), is_eos.int().argmax(-1), stream0.shape[1])
+
+
 def generate(
     model: MultiStreamLM,
     prompts: list[torch.Tensor],
@@ -441,11 +449,8 @@ def generate(
         return _RowDecoder(model, prompts, config, seed).beam_search(config.beam_size)[0]
     decoder = _RowDecoder(model, prompts, config, seed)
     rows = torch.stack(list(decoder), dim=1)  # [B, K, S]
-    stream0 = rows[..., 0]
-    is_eos = stream0 == decoder.eos
-    num_frames = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), stream0.shape[1])
     outputs = []
-    for i, n in enumerate(num_frames.tolist()):
+    for i, n in enumerate(frames_before_eos(rows[..., 0], decoder.eos).tolist()):
         outputs.append(undelay(rows[i : i + 1, : n + decoder.num_streams - 1])[0].cpu())
     return outputs
 
