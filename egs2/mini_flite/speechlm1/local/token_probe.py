@@ -4,12 +4,16 @@ CTC head reads characters from the token dumps, in a fixed time budget, before a
 
     local/token_probe.py [--streams all|semantic|codec] [--minutes 3 | --steps 400]
     local/token_probe.py --semantic_dir exp/probe/tok_x --steps 400   # a candidate tokenizer
+    local/token_probe.py --steps 700 --bpe_size 256 [--normalizer basic]  # output units
 
-Prints held-out CER (greedy CTC) on the test set. Characters come from data/<set>/text, so the
-probe does not depend on the text tokenizer. With --semantic_dir the probe reads units of that
-semantic tokenizer (opuslm.bin.train_semantic output) computed here from dump/raw/<set>/wav.scp,
-so candidate features / K can be compared before re-running tokenisation and training. --steps
-fixes the number of updates, so runs compare fairly on a shared machine.
+Prints held-out CER (greedy CTC) on the test set. Transcripts come from data/<set>/text, lower
+cased (or normalised with --normalizer), so the probe does not depend on the text tokenizer; the
+CTC targets are their characters, or with --bpe_size the pieces of a BPE model trained here on the
+same normalised transcripts of data/train and data/text_train (what stage 3 would read). With
+--semantic_dir the probe reads units of that semantic tokenizer (opuslm.bin.train_semantic output)
+computed here from dump/raw/<set>/wav.scp, so candidate features / K can be compared before
+re-running tokenisation and training. --steps fixes the number of updates, so runs compare fairly
+on a shared machine. WER and CER are scored on the lower-cased (normalised) transcripts.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from torch import nn
 
 from opuslm.audio import AudioReader
 from opuslm.data.ark import ScpTable
+from opuslm.eval.normalizer import NORMALIZERS, get_normalizer
 from opuslm.tokenizers.semantic import load_semantic_tokenizer
+from opuslm.tokenizers.text import train_sentencepiece
 
 
 def read_texts(data: str, name: str) -> dict[str, str]:
@@ -53,12 +59,12 @@ def load_units(semantic_dir: str, audio: str, data: str, name: str, batch: int =
 
 
 class Probe(nn.Module):
-    def __init__(self, vocab_per_stream: int, num_streams: int, num_chars: int, hidden: int = 192):
+    def __init__(self, vocab_per_stream: int, num_streams: int, num_units: int, hidden: int = 192):
         super().__init__()
         self.offsets = torch.arange(num_streams) * vocab_per_stream
         self.embed = nn.EmbeddingBag(vocab_per_stream * num_streams, hidden, mode="sum")
         self.rnn = nn.GRU(hidden, hidden, num_layers=2, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(2 * hidden, num_chars + 1)
+        self.out = nn.Linear(2 * hidden, num_units + 1)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:  # [B, T, S] -> [B, T, C + 1]
         b, t, s = rows.shape
@@ -78,6 +84,12 @@ def main() -> None:
     parser.add_argument("--dumps", default="dump/tokens")
     parser.add_argument("--data", default="data")
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--normalizer", choices=NORMALIZERS, help="normalise transcripts (default: lower case)"
+    )
+    parser.add_argument(
+        "--bpe_size", type=int, default=0, help="> 0: CTC targets are BPE pieces, not characters"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     streams = {"all": slice(None), "semantic": slice(0, 1), "codec": slice(1, None)}[args.streams]
@@ -87,12 +99,24 @@ def main() -> None:
     else:
         train = load(args.dumps, args.data, "train", streams)
         test = load(args.dumps, args.data, "test", streams)
-    chars = sorted({c for _, t in train for c in t})
-    index = {c: i for i, c in enumerate(chars)}
+    if args.normalizer:
+        normalize = get_normalizer(args.normalizer)
+        train = [(r, normalize(t)) for r, t in train]
+        test = [(r, normalize(t)) for r, t in test]
+    split = list
+    if args.bpe_size:
+        clean = get_normalizer(args.normalizer) if args.normalizer else str.lower
+        corpus = [t for _, t in train] + [
+            clean(t) for t in read_texts(args.data, "text_train").values()
+        ]
+        split = train_sentencepiece(corpus, args.bpe_size).processor.encode_as_pieces
+    # Output units: characters, or BPE pieces ("\u2581" marks a word start).
+    units = sorted({u for _, t in train for u in split(t)})
+    index = {u: i for i, u in enumerate(units)}
     vocab = int(max(r.max() for r, _ in train)) + 1
-    model = Probe(vocab, train[0][0].shape[1], len(chars))
+    model = Probe(vocab, train[0][0].shape[1], len(units))
     optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    ctc = nn.CTCLoss(blank=len(chars), zero_infinity=True)
+    ctc = nn.CTCLoss(blank=len(units), zero_infinity=True)
     rng = np.random.default_rng(0)
     started, step = time.time(), 0
     while (step < args.steps) if args.steps else (time.time() - started < args.minutes * 60):
@@ -100,7 +124,7 @@ def main() -> None:
         rows = nn.utils.rnn.pad_sequence(
             [torch.as_tensor(r, dtype=torch.long) for r, _ in batch], True
         )
-        targets = [torch.tensor([index[c] for c in t if c in index]) for _, t in batch]
+        targets = [torch.tensor([index[u] for u in split(t) if u in index]) for _, t in batch]
         log_probs = model(rows).transpose(0, 1)
         loss = ctc(
             log_probs,
@@ -121,10 +145,11 @@ def main() -> None:
             best = model(torch.as_tensor(rows, dtype=torch.long)[None])[0].argmax(-1).tolist()
             out, last = [], None
             for k in best:
-                if k != last and k != len(chars):
-                    out.append(chars[k])
+                if k != last and k != len(units):
+                    out.append(units[k])
                 last = k
-            hyps.append("".join(out))
+            hyp = "".join(out)
+            hyps.append(hyp.replace("\u2581", " ").strip() if args.bpe_size else hyp)
             refs.append(text)
     print(
         f"streams={args.semantic_dir or args.streams} steps={step} ({time.time() - started:.0f} s)"
