@@ -268,6 +268,7 @@ def write_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Non
         raise AudioError(f"{path}: expected a non-empty [N] or [N, C] waveform, got {wav.shape}")
     if not np.isfinite(wav).all():
         raise AudioError(f"{path}: refusing to write NaN or inf samples")
-    with atomic_path(path) as tmp:
+    # Not durable: one file per utterance, written again by rerunning its stage.
+    with atomic_path(path, durable=False) as tmp:
         # Clip first: libsndfile wraps out-of-range floats around when converting to int16.
         sf.write(tmp, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")

@@ -111,7 +111,10 @@ class ShardWriter:
         self.lengths[key] = int(np.shape(array)[0])
 
     def commit(self, summary: dict) -> None:
-        """Rename the ark into place, write scp and lengths, then the `.done` marker last."""
+        """Flush the ark to disk and rename it into place, write scp and lengths, then the
+        `.done` marker last."""
+        self._ark.flush()
+        os.fsync(self._ark.fileno())
         self._ark.close()
         os.replace(self._ark_tmp, self.shard.path("ark"))
         write_text_atomic(self.shard.path("scp"), "".join(self._scp_lines))

@@ -1,5 +1,9 @@
 """Atomic file writes shared by every module that writes results (temp file + rename).
 
+A durable write also flushes the file's data (and the directory entry of the rename) to disk, so
+a power cut or kernel crash leaves the old file or the complete new one, never an empty file of
+the new name. Per-utterance outputs (waveforms) skip that: they are cheap to write again and
+thousands of fsyncs cost minutes on network file systems.
 Kept free of heavy imports so that light command-line tools (data-dir validation) start fast.
 """
 
@@ -13,33 +17,71 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a written (closed) file's data to disk."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_directory(path: str | os.PathLike) -> None:
+    """Flush a directory's entries (a rename into it) to disk; a no-op where the platform cannot
+    open directories (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a directory: nothing more can be done
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | os.PathLike) -> None:
+    """Flush every file under `root`, then its directories, to disk."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            fsync_file(os.path.join(directory, name))
+        fsync_directory(directory)
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it."""
+def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[str]:
+    """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it.
+    durable: flush the file to disk before the rename and the rename after it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield tmp
+        if durable:
+            fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        fsync_directory(path.parent)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically, flushed to disk before the rename (a crash leaves the
-    old file or the new one, never a truncated one)."""
+    """Write `text` to `path` atomically and durably (a crash leaves the old file or the new
+    one, never a truncated one)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically and durably."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def write_directory_atomic(output_dir: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Run `write` on a temporary sibling directory, then rename it onto `output_dir` (a crash
-    leaves no half-written directory behind)."""
+    """Run `write` on a temporary sibling directory, flush it to disk, then rename it onto
+    `output_dir` (a crash leaves no half-written directory behind)."""
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(
@@ -47,6 +89,7 @@ def write_directory_atomic(output_dir: str | os.PathLike, write: Callable[[Path]
     )
     try:
         write(tmp)
+        fsync_tree(tmp)
         if output_dir.exists():
             # A directory cannot be renamed over a non-empty one: only this removal of the
             # previous output is not atomic.
@@ -55,4 +98,5 @@ def write_directory_atomic(output_dir: str | os.PathLike, write: Callable[[Path]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_directory(output_dir.parent)
     return output_dir

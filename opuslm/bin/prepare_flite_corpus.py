@@ -224,7 +224,7 @@ def synthesize(utterances: Sequence[Utterance], wav_dir: Path, nj: int) -> None:
 def _flite(utt: Utterance, wav_dir: Path) -> None:
     # Text goes through a file: `-t` would read a leading '-' as an option.
     with (
-        atomic_path(wav_path(wav_dir, utt)) as tmp,
+        atomic_path(wav_path(wav_dir, utt), durable=False) as tmp,
         tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="ascii") as text_file,
     ):
         text_file.write(utt.text + "\n")

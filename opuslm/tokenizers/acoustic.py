@@ -22,6 +22,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import yaml
 
+from opuslm.fileio import write_text_atomic
+
 CONFIG_NAME = "codec.yaml"
 
 # type -> "module:class"; backends are imported only when used (espnet is an optional extra).
@@ -143,7 +145,4 @@ def write_codec_config(directory: str | os.PathLike, config: dict) -> None:
     """Write `<directory>/codec.yaml` atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".{CONFIG_NAME}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(config, f, sort_keys=False)
-    os.replace(tmp, directory / CONFIG_NAME)
+    write_text_atomic(directory / CONFIG_NAME, yaml.safe_dump(config, sort_keys=False))

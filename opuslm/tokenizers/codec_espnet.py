@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import yaml
 
+from opuslm.fileio import atomic_path
 from opuslm.tokenizers.acoustic import (
     CodecError,
     check_codes,
@@ -129,8 +130,8 @@ class ESPnetCodec:
         for key, name in names.items():
             source, target = getattr(self, key), directory / name
             if source.resolve() != target.resolve():
-                shutil.copyfile(source, directory / f".{name}.tmp")
-                os.replace(directory / f".{name}.tmp", target)
+                with atomic_path(target) as tmp:
+                    shutil.copyfile(source, tmp)
         write_codec_config(
             directory,
             {"type": self.codec_type, **names, "target_bandwidth": self.target_bandwidth},

@@ -27,6 +27,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from sklearn.cluster import MiniBatchKMeans
 
+from opuslm.fileio import atomic_path
 from opuslm.tokenizers.acoustic import (
     CodecError,
     check_codes,
@@ -266,9 +267,8 @@ class MelRVQCodec:
         """Write codec.yaml and codebooks.safetensors (codebooks, mean, std) into `directory`."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{WEIGHTS_NAME}.tmp"
-        save_file({"codebooks": self.codebooks, "mean": self.mean, "std": self.std}, str(tmp))
-        os.replace(tmp, directory / WEIGHTS_NAME)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file({"codebooks": self.codebooks, "mean": self.mean, "std": self.std}, tmp)
         write_codec_config(directory, {"type": self.codec_type, **asdict(self.config)})
 
     @classmethod

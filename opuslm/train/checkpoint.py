@@ -32,7 +32,7 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from opuslm.fileio import write_text_atomic
+from opuslm.fileio import fsync_tree, write_text_atomic
 from opuslm.vocab import TokenList
 
 WEIGHTS = "model.safetensors"
@@ -164,6 +164,7 @@ def save_checkpoint(
         torch.save(train_state, tmp / TRAIN_STATE)
         (tmp / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         token_list.save(tmp / TOKEN_LIST)
+        fsync_tree(tmp)  # `latest` must never point at weights still only in the page cache
         if final.exists():  # same step saved again: move the old one aside, then drop it
             os.replace(final, tmp.with_name(tmp.name + ".old"))
         os.replace(tmp, final)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
 from opuslm.data.dataset import Batch  # noqa: E402
+from opuslm.fileio import atomic_path, write_text_atomic  # noqa: E402
 from opuslm.model.lm import LMOutput  # noqa: E402
 from opuslm.train.distributed import all_reduce_sum  # noqa: E402
 
@@ -146,14 +146,7 @@ class JsonlLog:
         if not self.path.exists():
             return
         keep = [r for r in read_log(self.path) if r.get("step", 0) <= step]
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in keep)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -197,12 +190,9 @@ def plot_curves(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Non
         if ax.has_data():
             ax.legend(fontsize=8)
     fig.tight_layout()
-    png_path = Path(png_path)
-    fd, tmp = tempfile.mkstemp(dir=png_path.parent, prefix=f".{png_path.name}", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, png_path)
+        # A figure, redrawn at every validation: not worth an fsync.
+        with atomic_path(png_path, durable=False) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)

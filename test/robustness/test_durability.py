@@ -1,0 +1,89 @@
+"""Durable writes: results are flushed to disk before the rename that publishes them.
+
+A rename without an fsync of the data can survive a power cut while the data does not, leaving a
+checkpoint or token dump of the right name full of zeros. These tests record every `os.fsync`
+(resolved to its path through /proc) and check that the file was flushed *before* it got its
+final name, and that per-utterance waveforms skip the cost.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from opuslm.dump import Shard, ShardWriter
+from opuslm.fileio import atomic_path, write_directory_atomic, write_text_atomic
+from opuslm.train import checkpoint as ckpt
+from opuslm.vocab import TokenList
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/fd").is_dir(), reason="needs /proc to name the fsynced files"
+)
+
+
+@pytest.fixture
+def fsynced(monkeypatch) -> list[Path]:
+    """The path of each fsync, in order, filled in by the test's writes (temp files and
+    directories carry a leading "." and a ".tmp" suffix until their rename)."""
+    calls: list[Path] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        calls.append(Path(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return calls
+
+
+def test_text_is_flushed_under_its_temp_name_then_the_rename_is(tmp_path, fsynced):
+    target = tmp_path / "result.json"
+    write_text_atomic(target, "{}\n")
+    assert target.read_text() == "{}\n"
+    files = [p for p in fsynced if p != tmp_path]
+    assert len(files) == 1 and files[0].name.startswith(".result.json.")  # before the rename
+    assert fsynced[-1] == tmp_path  # the directory entry, after it
+
+
+def test_waveform_writes_skip_the_fsync(tmp_path, fsynced):
+    with atomic_path(tmp_path / "a.wav", durable=False) as tmp:
+        Path(tmp).write_bytes(b"RIFF")
+    assert (tmp_path / "a.wav").read_bytes() == b"RIFF"
+    assert fsynced == []
+
+
+def test_a_checkpoint_is_flushed_before_it_gets_its_step_name(tmp_path, fsynced):
+    token_list = TokenList.build(["a", "b"], num_semantic=2, num_codebooks=1, codebook_size=2)
+    weights = {"w": torch.ones(3)}
+    final = ckpt.save_checkpoint(tmp_path, 5, weights, {"step": 5}, {"model": {}}, token_list)
+    flushed_in_temp = {p.name for p in fsynced if p.parent.name.startswith(".step_")}
+    assert {ckpt.WEIGHTS, ckpt.TRAIN_STATE, ckpt.CONFIG, ckpt.TOKEN_LIST} <= flushed_in_temp
+    # Last: the `latest` pointer's directory entry, which also makes the step's rename durable.
+    assert fsynced[-1] == tmp_path
+    assert ckpt.latest_checkpoint(tmp_path) == final
+
+
+def test_a_token_dump_shard_flushes_its_ark_before_publishing_it(tmp_path, fsynced):
+    shard = Shard(tmp_path, "text", 1)
+    with ShardWriter(shard, {"inputs": 1}) as writer:
+        writer.add("utt1", np.arange(4))
+        writer.commit({"count": 1})
+    arks = [p for p in fsynced if p.name.startswith(f".{shard.path('ark').name}.")]
+    assert len(arks) == 1  # the temp ark, flushed before its rename
+    assert shard.summary({"inputs": 1}) is not None
+
+
+def test_a_written_directory_is_flushed_before_the_rename(tmp_path, fsynced):
+    def write(directory: Path) -> None:
+        (directory / "sub").mkdir()
+        (directory / "sub" / "x.bin").write_bytes(b"x")
+
+    out = write_directory_atomic(tmp_path / "packed", write)
+    assert (out / "sub" / "x.bin").read_bytes() == b"x"
+    before = [p for p in fsynced if ".packed." in str(p)]
+    assert any(p.name == "x.bin" for p in before)
+    assert fsynced[-1] == tmp_path
