@@ -7,6 +7,7 @@ pre-training checkpoint, clean stop on SIGTERM, non-finite steps, logs and plot.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -25,7 +26,7 @@ from opuslm.train import checkpoint as ckpt
 from opuslm.train.config import ConfigError, load_config
 from opuslm.train.distributed import DistInfo
 from opuslm.train.report import read_log
-from opuslm.train.trainer import Trainer, TrainingError
+from opuslm.train.trainer import Trainer, TrainingError, architecture_changes
 from opuslm.vocab import VocabError
 
 TINY_LLAMA = {
@@ -280,6 +281,28 @@ def test_ctc_head_is_added_or_dropped_when_initialising(tmp_path):
     without = [*short, "--init_from", str(tmp_path / "ctc")]
     trainer = Trainer(load_config(config_path, without), tmp_path / "again", SINGLE)
     assert trainer.model.ctc_head is None
+
+
+def test_initialising_across_an_attention_change_is_warned(tmp_path, caplog):
+    """Same weight shapes, other computation: an annealing config without the pre-training's
+    prefix_lm loads fine, so the trainer names the difference."""
+    config_path = make_experiment(tmp_path)
+    short = ["schedule.max_steps=2", "schedule.warmup_steps=0"]
+    prefix = load_config(config_path, [*short, "model.prefix_lm=true"])
+    Trainer(prefix, tmp_path / "a", SINGLE).run()
+    caplog.set_level(logging.WARNING, logger="opuslm.train")
+    same = [*short, "model.prefix_lm=true", "--init_from", str(tmp_path / "a")]
+    Trainer(load_config(config_path, same), tmp_path / "same", SINGLE)
+    assert "differs from this run's" not in caplog.text
+    changed = [*short, "--init_from", str(tmp_path / "a")]
+    Trainer(load_config(config_path, changed), tmp_path / "changed", SINGLE)
+    assert "differs from this run's in prefix_lm True -> False" in caplog.text
+
+
+def test_architecture_changes_compare_only_what_both_configs_have():
+    saved = {"body": {"num_attention_heads": 4, "rope_theta": 1e4, "head_dim": 64}}
+    current = {"prefix_lm": False, "body": {"num_attention_heads": 2, "rope_theta": 1e4}}
+    assert architecture_changes(saved, current) == ["body.num_attention_heads 4 -> 2"]
 
 
 # -------------------------------------------------------------------- stop, non-finite, logs

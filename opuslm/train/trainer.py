@@ -127,6 +127,37 @@ class StopFlag:
         self.requested = True
 
 
+# Settings that change what a model computes without changing any weight's shape.
+ARCHITECTURE_KEYS = ("prefix_lm",)
+BODY_ARCHITECTURE_KEYS = (
+    "model_type",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_parameters",
+    "rope_scaling",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+)
+
+
+def architecture_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """`key saved -> current` for each architecture setting two model config dicts
+    (MultiStreamLM.config_dict) disagree on. A body key only one side has (another
+    transformers version) is skipped; prefix_lm defaults to False, as in from_config_dict."""
+    pairs = [(k, saved.get(k, False), current.get(k, False)) for k in ARCHITECTURE_KEYS]
+    saved_body, body = saved.get("body", {}), current.get("body", {})
+    pairs += [
+        (f"body.{k}", saved_body[k], body[k])
+        for k in BODY_ARCHITECTURE_KEYS
+        if k in saved_body and k in body
+    ]
+    return [f"{key} {old!r} -> {new!r}" for key, old, new in pairs if old != new]
+
+
 class Trainer:
     """One training run (pre-training or annealing) driven by a `Config`."""
 
@@ -165,6 +196,7 @@ class Trainer:
             state = ckpt.load_weights(weights_from / ckpt.WEIGHTS)
             if init_from is not None:
                 state = self._adapt_optional_heads(state, init_from)
+                self._warn_architecture_changes(init_from)
             self.model.load_state_dict(state)
         if config.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
@@ -279,6 +311,20 @@ class Trainer:
             logger.info("%s has a CTC head this run does not use: left out", source)
         kept = {k: v for k, v in state.items() if k not in dropped}
         return {**kept, **{k: own[k] for k in added}}
+
+    def _warn_architecture_changes(self, source: Path) -> None:
+        """Initialising from a checkpoint whose model computes something else with weights of the
+        same shapes (prefix-LM attention, heads, RoPE): load_state_dict cannot notice, so say so.
+        Typically an annealing config that forgot a key of the pre-training config."""
+        saved = ckpt.load_checkpoint_config(source).get("model", {})
+        changes = architecture_changes(saved, self.model.config_dict())
+        if changes:
+            logger.warning(
+                "initialising from %s, whose model differs from this run's in %s: the weights "
+                "are loaded and this run's settings used; check the config if unintended",
+                source,
+                ", ".join(changes),
+            )
 
     def _set_optimizer_state(self, state: dict[str, Any]) -> None:
         set_optimizer_state_dict(
