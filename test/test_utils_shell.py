@@ -108,6 +108,60 @@ def test_parse_options(root):
     assert "--max-frames needs a value" in tool("--max-frames").stderr
 
 
+def test_parse_options_config_files(root):
+    """--config FILE: name=value lines applied before the command line (which wins), parsed
+    rather than sourced, with errors naming the file and line."""
+    script = write(
+        root / "tool.sh",
+        [
+            "#!/usr/bin/env bash",
+            "set -euo pipefail",
+            "max_frames=10",
+            "use_gpu=false",
+            'tag=""',
+            'help_message="Usage: tool.sh"',
+            f'. "{UTILS}/parse_options.sh"',
+            'echo "max_frames=$max_frames use_gpu=$use_gpu tag=$tag args=$#:$*"',
+        ],
+    )
+    conf = write(
+        root / "a.conf",
+        [
+            "# defaults for this corpus",
+            "max_frames=20",
+            "  use-gpu=true   ",
+            "tag='two words $(touch pwned)'",
+            "",
+        ],
+    )
+    later = write(root / "b.conf", ['--tag="from b"'])
+
+    def tool(*args):
+        return subprocess.run(
+            ["bash", str(script), *args], capture_output=True, text=True, cwd=root
+        )
+
+    out = tool("--config", str(conf), "x").stdout
+    assert out == "max_frames=20 use_gpu=true tag=two words $(touch pwned) args=1:x\n"
+    assert not (root / "pwned").exists()  # parsed, never run
+    # The command line wins wherever --config stands; later files override earlier ones.
+    out = tool("--max_frames", "5", f"--config={conf}", "--config", str(later)).stdout
+    assert out == "max_frames=5 use_gpu=true tag=from b args=0:\n"
+    # A --config word that is another option's value, or after the options, is not read.
+    out = tool("--tag", "--config", "y", "--config", str(conf)).stdout
+    assert out == "max_frames=10 use_gpu=false tag=--config args=3:y --config " + f"{conf}\n"
+    bad = write(root / "bad.conf", ["max_frames=3", "maxframes=4"])
+    result = tool("--config", str(bad))
+    assert result.returncode == 1 and "unknown option --maxframes" in result.stderr
+    write(root / "junk.conf", ["max_frames 3"])
+    result = tool("--config", str(root / "junk.conf"))
+    assert result.returncode == 1 and "junk.conf:1: expected name=value" in result.stderr
+    write(root / "flag.conf", ["use_gpu=yes"])
+    assert "takes true or false, not 'yes'" in tool("--config", str(root / "flag.conf")).stderr
+    missing = tool("--config", str(root / "nope.conf"))
+    assert missing.returncode == 1 and "nope.conf: no such readable file" in missing.stderr
+
+
 def test_run_substitutes_job_logs_and_keeps_operators(root):
     log_dir = root / "log dir"
     result = run(

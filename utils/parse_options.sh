@@ -11,12 +11,92 @@
 # true/false for a variable that holds true or false. `--help` / `-h` prints $help_message and
 # exits 0; `--` ends the options. Parsed options are removed from the caller's "$@".
 #
+# `--config FILE` (Kaldi's, repeatable) reads option values from FILE: `name=value` lines, `#`
+# comments, a value optionally in matching single or double quotes. The file is parsed, not
+# sourced, so nothing in it runs. Config files apply in order before every command-line option,
+# wherever --config stands, so the command line wins; a script with its own `config` variable
+# keeps `--config` as that option instead.
+#
 # No `set -euo pipefail` here on purpose: a sourced file would change the caller's shell options;
 # the code works under them.
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   echo "Usage: . utils/parse_options.sh   (source it from a script; see the header)" >&2
   exit 1
+fi
+
+# Sets option $1 (its spelling on the command line) to $2, after the checks every option gets.
+# Locals carry a _po_ prefix: a local named like an option would hide the caller's variable.
+_parse_options_set() {
+  local _po_name=${1//-/_}
+  if [[ ! "$_po_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || [[ -z "${!_po_name+set}" ]]; then
+    echo "$0: unknown option --$1 (see $0 --help)" >&2
+    exit 1
+  fi
+  case "${!_po_name}" in
+    true | false)
+      if [[ "$2" != true && "$2" != false ]]; then
+        echo "$0: option --$1 takes true or false, not '$2'" >&2
+        exit 1
+      fi
+      ;;
+  esac
+  printf -v "$_po_name" '%s' "$2"
+}
+
+# Reads one --config file: name=value lines (see the header).
+_parse_options_config() {
+  local _po_file=$1 _po_line _po_number=0 _po_key _po_value
+  if [[ ! -f "$_po_file" || ! -r "$_po_file" ]]; then
+    echo "$0: --config $_po_file: no such readable file" >&2
+    exit 1
+  fi
+  while IFS= read -r _po_line || [[ -n "$_po_line" ]]; do
+    _po_number=$((_po_number + 1))
+    _po_line="${_po_line#"${_po_line%%[![:space:]]*}"}"  # leading blanks
+    _po_line="${_po_line%"${_po_line##*[![:space:]]}"}"  # trailing blanks
+    [[ -z "$_po_line" || "$_po_line" == \#* ]] && continue
+    if [[ ! "$_po_line" =~ ^(--)?([A-Za-z_][A-Za-z0-9_-]*)=(.*)$ ]]; then
+      echo "$0: $_po_file:$_po_number: expected name=value, got '$_po_line'" >&2
+      exit 1
+    fi
+    _po_key=${BASH_REMATCH[2]} _po_value=${BASH_REMATCH[3]}
+    if [[ "$_po_value" =~ ^\'(.*)\'$ || "$_po_value" =~ ^\"(.*)\"$ ]]; then
+      _po_value=${BASH_REMATCH[1]}
+    fi
+    _parse_options_set "$_po_key" "$_po_value"
+  done <"$_po_file"
+}
+
+# --config files first, found by walking the options as the loop below does (an option without
+# "=" takes the next word as its value), so that the command line overrides them.
+_parse_options_configs() {
+  local _po_option
+  while (($# > 0)); do
+    case "$1" in
+      --help | -h) shift ;;
+      --) return ;;
+      --config=*)
+        _parse_options_config "${1#--config=}"
+        shift
+        ;;
+      --?*=*) shift ;;
+      --?*)
+        _po_option=$1
+        if (($# < 2)); then
+          return  # the loop below reports the missing value
+        fi
+        [[ "$_po_option" == --config ]] && _parse_options_config "$2"
+        shift 2
+        ;;
+      *) return ;;
+    esac
+  done
+}
+
+if [[ -z "${config+set}" ]]; then
+  _parse_options_configs "$@"
+  _parse_options_skip_config=true
 fi
 
 while (($# > 0)); do
@@ -42,26 +122,15 @@ while (($# > 0)); do
         echo "$0: option --$_parse_options_option needs a value" >&2
         exit 1
       fi
-      _parse_options_name=${_parse_options_option//-/_}
-      if [[ ! "$_parse_options_name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] \
-        || [[ -z "${!_parse_options_name+set}" ]]; then
-        echo "$0: unknown option --$_parse_options_option (see $0 --help)" >&2
-        exit 1
+      # --config was applied before the loop.
+      if [[ "$_parse_options_option" != config || -z "${_parse_options_skip_config:-}" ]]; then
+        _parse_options_set "$_parse_options_option" "$_parse_options_value"
       fi
-      case "${!_parse_options_name}" in
-        true | false)
-          if [[ "$_parse_options_value" != true && "$_parse_options_value" != false ]]; then
-            echo "$0: option --$_parse_options_option takes true or false," \
-              "not '$_parse_options_value'" >&2
-            exit 1
-          fi
-          ;;
-      esac
-      printf -v "$_parse_options_name" '%s' "$_parse_options_value"
       ;;
     *)
       break
       ;;
   esac
 done
-unset _parse_options_option _parse_options_value _parse_options_name
+unset _parse_options_option _parse_options_value _parse_options_skip_config
+unset -f _parse_options_set _parse_options_config _parse_options_configs

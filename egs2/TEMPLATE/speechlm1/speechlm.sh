@@ -99,7 +99,9 @@ Options (default):
   --base_lm_config --train_config (${train_config}) --anneal_config --tag
   --annealing_study (${annealing_study}) --study_tts_utts (${study_tts_utts})
   --decode_config (${decode_config}) --inference_tasks ('${inference_tasks}') --inference_args
-  --copy_synthesis (${copy_synthesis}) --results_md (exp/RESULTS_<tag>.md)"
+  --copy_synthesis (${copy_synthesis}) --results_md (exp/RESULTS_<tag>.md)
+  --config FILE    option defaults as name=value lines (e.g. nj=8): every option given on the
+                   command line (a run.sh preset's too) wins over them"
 
 invocation="$0 $*"
 . ./path.sh
