@@ -251,6 +251,14 @@ class PackedConfig:
             raise PackError(
                 f"{path}: packed format {config.format}, this version reads {FORMAT_VERSION}"
             )
+        for name in ("text_tokenizer", "semantic", "codec", "default_prompt"):
+            entry = getattr(config, name)
+            # A packed model is self-contained: an entry outside it (absolute, or climbing out
+            # with "..") would load whatever that path holds on the user's machine.
+            if entry is not None and (Path(entry).is_absolute() or ".." in Path(entry).parts):
+                raise PackError(
+                    f"{path}: {name} must be a path inside the packed directory, got {entry!r}"
+                )
         for task, settings in config.decoding.items():
             generation_config(task, settings, f"{path}: decoding.{task}")
         return config

@@ -29,6 +29,7 @@ from typing import NamedTuple
 import kaldiio
 import numpy as np
 import pytest
+import yaml
 from tiny_model import TinyModel
 
 from opuslm.bin import tokenize_audio
@@ -331,6 +332,26 @@ def test_pickle_planted_in_a_packed_model_is_refused(tiny, tmp_path: Path, marke
     with pytest.raises(PackError, match=f"{packed / Path(relative).parts[0]}"):
         load_packed(packed)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "key, entry",
+    [
+        ("semantic", "../outside/semantic"),
+        ("codec", "/tmp/some/codec"),
+        ("default_prompt", "prompts/../../prompt.safetensors"),
+    ],
+)
+def test_a_packed_config_cannot_point_outside_its_directory(tiny, tmp_path: Path, key, entry):
+    """Whatever sits outside a downloaded packed model is not part of it: an entry that leaves
+    the directory is refused before anything is read."""
+    packed = tmp_path / "packed"
+    shutil.copytree(tiny.packed_dir, packed)
+    config = yaml.safe_load((packed / "config.yaml").read_text())
+    config[key] = entry
+    (packed / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(PackError, match=f"{key} must be a path inside the packed directory"):
+        load_packed(packed)
 
 
 # ------------------------------------------------------------------------- wav.scp pipes
