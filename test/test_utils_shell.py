@@ -80,7 +80,9 @@ def make_data_dir(path: Path, speakers: dict[str, list[str]] = SPEAKER_UTTS) -> 
     return path
 
 
-def test_parse_options(root):
+def option_tool(root: Path):
+    """A script with three options that sources parse_options.sh and echoes them, and its
+    runner: tool(*args) -> CompletedProcess."""
     script = write(
         root / "tool.sh",
         [
@@ -88,18 +90,27 @@ def test_parse_options(root):
             "set -euo pipefail",
             "max_frames=10",
             "use_gpu=false",
+            'tag=""',
             'help_message="Usage: tool.sh [--max-frames N] <in>"',
             f'. "{UTILS}/parse_options.sh"',
-            'echo "max_frames=$max_frames use_gpu=$use_gpu args=$#:$*"',
+            'echo "max_frames=$max_frames use_gpu=$use_gpu tag=$tag args=$#:$*"',
         ],
     )
 
     def tool(*args):
-        return subprocess.run(["bash", str(script), *args], capture_output=True, text=True)
+        return subprocess.run(
+            ["bash", str(script), *args], capture_output=True, text=True, cwd=root
+        )
 
+    return tool
+
+
+def test_parse_options(root):
+    tool = option_tool(root)
     out = tool("--max-frames", "5 0", "--use_gpu", "true", "x", "--max-frames").stdout
-    assert out == "max_frames=5 0 use_gpu=true args=2:x --max-frames\n"
-    assert tool("--max_frames=7", "--", "--y").stdout == "max_frames=7 use_gpu=false args=1:--y\n"
+    assert out == "max_frames=5 0 use_gpu=true tag= args=2:x --max-frames\n"
+    out = tool("--max_frames=7", "--", "--y").stdout
+    assert out == "max_frames=7 use_gpu=false tag= args=1:--y\n"
     helped = tool("--help")
     assert (helped.returncode, helped.stdout) == (0, "Usage: tool.sh [--max-frames N] <in>\n")
     unknown = tool("--max-frame", "3")
@@ -111,19 +122,7 @@ def test_parse_options(root):
 def test_parse_options_config_files(root):
     """--config FILE: name=value lines applied before the command line (which wins), parsed
     rather than sourced, with errors naming the file and line."""
-    script = write(
-        root / "tool.sh",
-        [
-            "#!/usr/bin/env bash",
-            "set -euo pipefail",
-            "max_frames=10",
-            "use_gpu=false",
-            'tag=""',
-            'help_message="Usage: tool.sh"',
-            f'. "{UTILS}/parse_options.sh"',
-            'echo "max_frames=$max_frames use_gpu=$use_gpu tag=$tag args=$#:$*"',
-        ],
-    )
+    tool = option_tool(root)
     conf = write(
         root / "a.conf",
         [
@@ -135,12 +134,6 @@ def test_parse_options_config_files(root):
         ],
     )
     later = write(root / "b.conf", ['--tag="from b"'])
-
-    def tool(*args):
-        return subprocess.run(
-            ["bash", str(script), *args], capture_output=True, text=True, cwd=root
-        )
-
     out = tool("--config", str(conf), "x").stdout
     assert out == "max_frames=20 use_gpu=true tag=two words $(touch pwned) args=1:x\n"
     assert not (root / "pwned").exists()  # parsed, never run
