@@ -208,6 +208,29 @@ def test_run_limits_and_uses_parallelism(root):
     run("run.sh", "--max-jobs-run", 3, "JOB=1:3", "log/b.JOB.log", *job, cwd=root)
 
 
+def test_run_shares_the_cores_among_jobs_running_at_once(root):
+    """Unless the caller set OMP_NUM_THREADS, jobs side by side get nproc / (jobs at once)
+    threads each: two torch processes with a thread per core each ran 16x slower."""
+    bin_dir = root / "fake bin"
+    write(bin_dir / "nproc", ["#!/usr/bin/env bash", "echo 8"]).chmod(0o755)
+    env = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    job = ["bash", "-c", 'echo "threads=${OMP_NUM_THREADS:-unset}" > out.$0', "JOB"]
+
+    def threads(*options, env=env):
+        for out in root.glob("out.*"):
+            out.unlink()
+        run("run.sh", *options, "log/JOB.log", *job, cwd=root, env=env)
+        return sorted(p.read_text().strip() for p in root.glob("out.*"))
+
+    assert threads("JOB=1:2") == ["threads=4"] * 2  # 8 cores, 2 at once
+    assert threads("JOB=1:3") == ["threads=2"] * 3  # 8 // 3
+    assert threads("--max-jobs-run", 2, "JOB=1:5") == ["threads=4"] * 5
+    assert threads("JOB=1:1") == ["threads=unset"]  # alone: the library's own default
+    assert threads("--max-jobs-run", 9, "JOB=1:9") == ["threads=1"] * 9  # never 0
+    assert threads("JOB=1:2", env={**env, "OMP_NUM_THREADS": "3"}) == ["threads=3"] * 2
+
+
 def fake_sbatch_env(root: Path) -> dict:
     bin_dir = root / "fake bin"
     sbatch = write(bin_dir / "sbatch", FAKE_SBATCH.splitlines())

@@ -19,6 +19,9 @@ help_message="Usage: $0 [options] JOB=<first>:<last> <log-with-JOB> <command> [<
 Runs the command once per job id, every 'JOB' in the log path and in the arguments replaced by
 the id, at most --max-jobs-run at a time. Each log starts with the command and start time and
 ends with the exit status ('# Ended (code N) ...'). Exits 1 if any job failed, naming its log.
+Jobs running side by side share the cores: unless OMP_NUM_THREADS is set, each gets
+nproc / (jobs at once) threads (at least 1), since torch and BLAS would otherwise each start one
+thread per core and oversubscribe them (two 2-thread decoders on 2 cores ran 16x slower).
 Arguments reach the command verbatim (quoted), except bare shell operators (\\|, \\>, 2\\>\\&1, \\&\\&,
 ...), which stay operators as in Kaldi: $0 JOB=1:4 log/x.JOB.log prog in.JOB \\| sort \\> out.JOB
 Options:
@@ -96,6 +99,11 @@ run_job() {
 }
 
 if [[ "$report_only" != true ]]; then
+  at_once=$((last - first + 1 < max_jobs_run ? last - first + 1 : max_jobs_run))
+  if ((at_once > 1)) && [[ -z "${OMP_NUM_THREADS:-}" ]]; then
+    threads=$(($(nproc) / at_once))
+    export OMP_NUM_THREADS=$((threads > 0 ? threads : 1))
+  fi
   trap 'kill $(jobs -pr) 2>/dev/null; exit 130' INT TERM
   for ((id = first; id <= last; id++)); do
     while (($(jobs -pr | wc -l) >= max_jobs_run)); do
