@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 import sentencepiece as spm
 import yaml
 
-from opuslm.fileio import atomic_path, write_text_atomic
+from opuslm.fileio import write_bytes_atomic, write_text_atomic
 
 CONFIG_NAME = "text_tokenizer.yaml"
 SENTENCEPIECE_MODEL = "sentencepiece.model"
@@ -146,8 +146,7 @@ class SentencePieceTokenizer:
     def save(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / SENTENCEPIECE_MODEL) as tmp:
-            Path(tmp).write_bytes(self.model_proto)
+        write_bytes_atomic(directory / SENTENCEPIECE_MODEL, self.model_proto)
         _write_config(directory, {"type": "sentencepiece", "model": SENTENCEPIECE_MODEL})
 
 
