@@ -68,37 +68,10 @@ _parse_options_config() {
   done <"$_po_file"
 }
 
-# --config files first, found by walking the options as the loop below does (an option without
-# "=" takes the next word as its value), so that the command line overrides them.
-_parse_options_configs() {
-  local _po_option
-  while (($# > 0)); do
-    case "$1" in
-      --help | -h) shift ;;
-      --) return ;;
-      --config=*)
-        _parse_options_config "${1#--config=}"
-        shift
-        ;;
-      --?*=*) shift ;;
-      --?*)
-        _po_option=$1
-        if (($# < 2)); then
-          return  # the loop below reports the missing value
-        fi
-        [[ "$_po_option" == --config ]] && _parse_options_config "$2"
-        shift 2
-        ;;
-      *) return ;;
-    esac
-  done
-}
-
-if [[ -z "${config+set}" ]]; then
-  _parse_options_configs "$@"
-  _parse_options_skip_config=true
-fi
-
+# The loop only collects: --config files are applied first, then the other options in order,
+# so the command line wins over the files wherever --config stands.
+_parse_options_files=()
+_parse_options_given=()
 while (($# > 0)); do
   case "$1" in
     --help | -h)
@@ -122,9 +95,10 @@ while (($# > 0)); do
         echo "$0: option --$_parse_options_option needs a value" >&2
         exit 1
       fi
-      # --config was applied before the loop.
-      if [[ "$_parse_options_option" != config || -z "${_parse_options_skip_config:-}" ]]; then
-        _parse_options_set "$_parse_options_option" "$_parse_options_value"
+      if [[ "$_parse_options_option" == config && -z "${config+set}" ]]; then
+        _parse_options_files+=("$_parse_options_value")
+      else
+        _parse_options_given+=("$_parse_options_option" "$_parse_options_value")
       fi
       ;;
     *)
@@ -132,5 +106,12 @@ while (($# > 0)); do
       ;;
   esac
 done
-unset _parse_options_option _parse_options_value _parse_options_skip_config
-unset -f _parse_options_set _parse_options_config _parse_options_configs
+for _parse_options_value in ${_parse_options_files[@]+"${_parse_options_files[@]}"}; do
+  _parse_options_config "$_parse_options_value"
+done
+for ((_parse_options_i = 0; _parse_options_i < ${#_parse_options_given[@]}; _parse_options_i += 2)); do
+  _parse_options_set "${_parse_options_given[@]:_parse_options_i:2}"
+done
+unset _parse_options_option _parse_options_value _parse_options_files _parse_options_given \
+  _parse_options_i
+unset -f _parse_options_set _parse_options_config
