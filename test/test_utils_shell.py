@@ -210,7 +210,7 @@ def test_run_limits_and_uses_parallelism(root):
 
 def test_run_shares_the_cores_among_jobs_running_at_once(root):
     """Unless the caller set OMP_NUM_THREADS, jobs side by side get nproc / (jobs at once)
-    threads each: two torch processes with a thread per core each ran 16x slower."""
+    threads each: two torch processes with a thread per core each ran 11x slower."""
     bin_dir = root / "fake bin"
     write(bin_dir / "nproc", ["#!/usr/bin/env bash", "echo 8"]).chmod(0o755)
     env = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}

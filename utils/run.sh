@@ -21,7 +21,7 @@ the id, at most --max-jobs-run at a time. Each log starts with the command and s
 ends with the exit status ('# Ended (code N) ...'). Exits 1 if any job failed, naming its log.
 Jobs running side by side share the cores: unless OMP_NUM_THREADS is set, each gets
 nproc / (jobs at once) threads (at least 1), since torch and BLAS would otherwise each start one
-thread per core and oversubscribe them (two 2-thread decoders on 2 cores ran 16x slower).
+thread per core and oversubscribe them (two 2-thread decoders on 2 cores ran 11x slower).
 Arguments reach the command verbatim (quoted), except bare shell operators (\\|, \\>, 2\\>\\&1, \\&\\&,
 ...), which stay operators as in Kaldi: $0 JOB=1:4 log/x.JOB.log prog in.JOB \\| sort \\> out.JOB
 Options:

@@ -327,7 +327,7 @@ class _RowDecoder:
     @torch.no_grad()
     def beam_search(self, beam: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Beam search of a text target -> (the best hypothesis per prompt, undelayed frames
-        [N_i, S] without eos (streams >= 1 pad, as `generate` returns text); its score [B]).
+        [N_i, S] without eos (streams >= 1 pad, as `generate` returns text); its score [P]).
 
         A hypothesis' score is the sum of its ids' stream-0 scores (LM log-probs, or the joint
         CTC / LM scores of `_joint_scores`); an ended hypothesis keeps its score and competes

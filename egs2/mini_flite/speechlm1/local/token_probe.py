@@ -99,19 +99,19 @@ def main() -> None:
     else:
         train = load(args.dumps, args.data, "train", streams)
         test = load(args.dumps, args.data, "test", streams)
-    if args.normalizer:
-        normalize = get_normalizer(args.normalizer)
-        train = [(r, normalize(t)) for r, t in train]
-        test = [(r, normalize(t)) for r, t in test]
+    # load() lower-cases; a normaliser goes further (and is idempotent on its own output).
+    normalize = get_normalizer(args.normalizer) if args.normalizer else str.lower
+    train = [(r, normalize(t)) for r, t in train]
+    test = [(r, normalize(t)) for r, t in test]
     split = list
     if args.bpe_size:
-        clean = get_normalizer(args.normalizer) if args.normalizer else str.lower
-        corpus = [t for _, t in train] + [
-            clean(t) for t in read_texts(args.data, "text_train").values()
-        ]
+        extra = [normalize(t) for t in read_texts(args.data, "text_train").values()]
+        corpus = [t for _, t in train] + extra
         split = train_sentencepiece(corpus, args.bpe_size).processor.encode_as_pieces
-    # Output units: characters, or BPE pieces ("\u2581" marks a word start).
-    units = sorted({u for _, t in train for u in split(t)})
+    # Output units: characters, or BPE pieces ("\u2581" marks a word start); each training
+    # transcript is split once, here.
+    train = [(r, split(t)) for r, t in train]
+    units = sorted({u for _, t in train for u in t})
     index = {u: i for i, u in enumerate(units)}
     vocab = int(max(r.max() for r, _ in train)) + 1
     model = Probe(vocab, train[0][0].shape[1], len(units))
@@ -124,7 +124,7 @@ def main() -> None:
         rows = nn.utils.rnn.pad_sequence(
             [torch.as_tensor(r, dtype=torch.long) for r, _ in batch], True
         )
-        targets = [torch.tensor([index[u] for u in split(t) if u in index]) for _, t in batch]
+        targets = [torch.tensor([index[u] for u in t]) for _, t in batch]
         log_probs = model(rows).transpose(0, 1)
         loss = ctc(
             log_probs,
