@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -81,3 +83,22 @@ def test_a_tts_manifest_or_joint_decoding_without_a_ctc_head_is_refused(tmp_path
     asr = Manifest.load(tmp_path / "manifests" / "asr" / "data.json")
     with pytest.raises(ValueError, match="needs a model with a CTC head"):
         transcribe_manifest(model, asr, as_words, ctc_weight=0.3)
+
+
+def test_training_and_dump_decoding_import_without_the_audio_libraries():
+    # GPU machines that only read token dumps may lack librosa (a feature-extraction dependency):
+    # importing it must wait until features are computed. sys.modules[name] = None makes any
+    # import of it fail, as on such a machine.
+    code = (
+        "import sys\n"
+        "sys.modules['librosa'] = None\n"
+        "import opuslm.bin.decode_asr_dumps, opuslm.bin.train\n"
+        "from opuslm.tokenizers.semantic import SpectralFeatures\n"
+        "try:\n"
+        "    SpectralFeatures()\n"
+        "except ImportError:\n"
+        "    print('features need librosa')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "features need librosa"

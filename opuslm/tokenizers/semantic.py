@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
-import librosa
 import numpy as np
 import scipy.fft
 import torch
@@ -100,6 +99,8 @@ class SpectralFeatures:
         self.config = config or SpectralConfig()
         c = self.config
         self.sample_rate, self.hop_length = c.sample_rate, c.hop_length
+        import librosa  # here, not at the top: see _finish
+
         mel = librosa.filters.mel(
             sr=c.sample_rate, n_fft=c.n_fft, n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax
         )
@@ -147,6 +148,10 @@ class SpectralFeatures:
 
     def _finish(self, feats: np.ndarray) -> np.ndarray:
         """[T, D0] -> [T, dim]: deltas, per-utterance normalisation, frame stacking."""
+        # librosa is imported where features are computed, so that what only reads token dumps
+        # (training, decode_asr_dumps) runs where librosa is missing and skips its 2 s import.
+        import librosa
+
         c = self.config
         # mode="nearest" works for any T; librosa's default "interp" needs T >= delta_width.
         parts = [feats] + [
