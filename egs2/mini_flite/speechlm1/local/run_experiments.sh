@@ -3,7 +3,10 @@
 # base LM on the recipe's token dumps, then transcribe the test set greedily from its token dumps
 # (opuslm.bin.decode_asr_dumps: no audio, no codec, so it also runs on a GPU machine without the
 # audio libraries). Rows of conf/exp/experiments.tsv: name, config, overrides.
-#   local/run_experiments.sh [--jobs N] [--base_lm DIR] [--python PY] [--out DIR] name...
+#   local/run_experiments.sh [--jobs N] [--base_lm DIR] [--python PY] [--out DIR]
+#                            [--decode_args "decode_asr_dumps options"] name...
+# --decode_args: e.g. the demo's joint CTC/LM beam, "--ctc_weight 0.7 --beam_size 8 --max_len_ratio
+# 0.9" (default: greedy, the LM alone, as the first sweeps decoded).
 # Needs stages 1-6 of the demo preset (dumps, manifests, token list, text tokenizer, base LM).
 # Scoring (needs jiwer): local/experiments_table.py --score.
 set -euo pipefail
@@ -12,6 +15,7 @@ jobs=2
 base_lm=exp/base_lm_demo
 python=${PYTHON:-python3}
 out=exp/experiments
+decode_args=""
 table=${EXPERIMENTS_TABLE:-conf/exp/experiments.tsv}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -19,6 +23,7 @@ while [ $# -gt 0 ]; do
     --base_lm) base_lm=$2; shift 2 ;;
     --python) python=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --decode_args) decode_args=$2; shift 2 ;;
     --*) echo "$0: unknown option $1" >&2; exit 1 ;;
     *) break ;;
   esac
@@ -44,9 +49,10 @@ run_one() {
   "${python}" -m opuslm.bin.train --config "${config}" --output_dir "${dir}" --resume \
     ${init[@]+"${init[@]}"} train.progress_bar=false ${overrides} >"${dir}/train.log" 2>&1
   echo "$((SECONDS - started))" >"${dir}/train_seconds"
+  # shellcheck disable=SC2086  # decode_args are meant to be word-split
   "${python}" -m opuslm.bin.decode_asr_dumps --checkpoint "${dir}" \
     --manifest exp/manifests/asr_test/data.json --text_tokenizer_dir exp/tokenizers/text \
-    --output "${dir}/asr_test/text" --batch_size 50 >"${dir}/decode.log" 2>&1
+    --output "${dir}/asr_test/text" --batch_size 50 ${decode_args} >"${dir}/decode.log" 2>&1
   echo "[$(date +%T)] ${name}: trained in $(cat "${dir}/train_seconds") s, decoded"
 }
 
