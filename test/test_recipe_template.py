@@ -6,6 +6,7 @@ replaced by a tiny one that writes sox-generated 8 kHz audio, so stage 2 must re
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -227,3 +228,28 @@ def test_make_results_names_a_malformed_timings_line(tmp_path):
     result = run_make_results(tmp_path)
     assert result.returncode == 1
     assert "exp/timings_t.tsv:2: expected 5 tab-separated fields" in result.stderr
+
+
+def test_make_results_names_uncommitted_changes_next_to_the_commit(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_results", MAKE_RESULTS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git + ["init", "-q", str(tmp_path)], check=True)
+    for name in ("train.yaml", "anneal.yaml", "untracked.txt"):
+        (tmp_path / name).write_text("a\n")
+    subprocess.run(git + ["add", "train.yaml", "anneal.yaml"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    assert module.project_commit(tmp_path) == head  # untracked files do not count
+    (tmp_path / "train.yaml").write_text("b\n")
+    (tmp_path / "anneal.yaml").unlink()
+    assert module.project_commit(tmp_path, max_names=1) == (
+        f"{head} with uncommitted changes to anneal.yaml and 1 more"
+    )
+    assert module.project_commit(tmp_path) == (
+        f"{head} with uncommitted changes to anneal.yaml, train.yaml"
+    )
+    assert module.project_commit(tmp_path.parent / "not-a-repo") == "unknown"

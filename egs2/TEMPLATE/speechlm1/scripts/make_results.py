@@ -259,6 +259,29 @@ def timing_section(s: Summary, timings: Path) -> tuple[list[str], list[str]]:
     return lines, commands
 
 
+def project_commit(directory: Path, max_names: int = 5) -> str:
+    """HEAD's short hash, and the tracked files changed since (a run with edited configs is not
+    the commit's run), e.g. "1a2b3c4 with uncommitted changes to conf/demo/train.yaml"."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, cwd=directory
+        ).stdout
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        # -z: one NUL-terminated "XY path" record per file, names unquoted.
+        records = git("status", "--porcelain", "-z", "--untracked-files=no").split("\0")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    changed = [r[3:] for r in records if len(r) > 3]
+    if not changed:
+        return commit
+    names = ", ".join(changed[:max_names])
+    more = f" and {len(changed) - max_names} more" if len(changed) > max_names else ""
+    return f"{commit} with uncommitted changes to {names}{more}"
+
+
 def environment() -> list[str]:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
@@ -273,16 +296,7 @@ def environment() -> list[str]:
             versions.append(f"{module} {__import__(module).__version__}")
         except ImportError:
             pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = project_commit(Path(__file__).resolve().parent)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
     return [
         "## Environment",
