@@ -6,7 +6,8 @@ an ark is opened only when a matrix is read; pipes and pickles are refused), bui
 utterance's own prefix), and returns `opuslm.tasks.build_sequence`'s `TaskSequence`, checked to
 have the length the manifest promised the sampler. `collate` pads them into a `Batch`.
 
-Randomness (which prompt utterance, which prompt window) comes from a generator seeded by
+Randomness (which prompt utterance, which prompt window, the optional time masks on ASR speech
+of `opuslm.data.augment`) comes from a generator seeded by
 `(seed, batch position, manifest, utterance)`, so a batch is the same whichever worker builds it
 and after a resume.
 """
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from opuslm.data.ark import ScpTable
+from opuslm.data.augment import SpeechTimeMask
 from opuslm.data.manifest import Manifest, ManifestError, check_entry_shape, read_key_value_file
 from opuslm.data.sampler import BatchItem
 from opuslm.tasks import Example, TaskSequence, build_sequence, crop_prompt, pick_prompt_uttid
@@ -148,13 +150,16 @@ class TaskDataset(torch.utils.data.Dataset):
         prompt_frames: int | None = None,
         loss_region: str = "target",
         seed: int = 0,
+        asr_speech_mask: SpeechTimeMask | None = None,
     ) -> None:
+        """asr_speech_mask: masks the speech of ASR examples (training data only)."""
         for manifest in manifests:
             manifest.require_token_list(token_list)
         self.readers = [ManifestReader(m, prompt_source, prompt_frames) for m in manifests]
         self.token_list = token_list
         self.loss_region = loss_region
         self.seed = seed
+        self.asr_speech_mask = asr_speech_mask
 
     def __len__(self) -> int:
         return sum(len(r.uttids) for r in self.readers)
@@ -163,6 +168,8 @@ class TaskDataset(torch.utils.data.Dataset):
         reader = self.readers[item.manifest]
         rng = np.random.default_rng((self.seed, item.position, item.manifest, item.index))
         example = reader.example(item.index, rng)
+        if self.asr_speech_mask is not None and reader.manifest.task == "asr":
+            example = replace(example, speech=self.asr_speech_mask(example.speech, rng))
         sequence = build_sequence(reader.manifest.task, example, self.token_list, self.loss_region)
         expected = int(reader.expected_lengths[item.index])
         if len(sequence.frames) != expected:

@@ -54,6 +54,14 @@ class CurriculumPhase:
 
 
 @dataclass
+class SpeechMaskConfig:
+    # Time masks on the speech rows of ASR training examples (opuslm/data/augment.py): spans per
+    # utterance (0 = off) and the widest span in frames. Validation and decoding never mask.
+    num_masks: int = 0
+    max_width: int = 5
+
+
+@dataclass
 class DataConfig:
     # The model's joint vocabulary; every manifest must have been built with the same one.
     token_list: str = ""
@@ -72,6 +80,7 @@ class DataConfig:
     prompt_frames: int | None = None
     # "target": loss on the task's target segment; "whole": on every row but the first.
     loss_region: str = "target"
+    asr_speech_mask: SpeechMaskConfig = field(default_factory=SpeechMaskConfig)
 
 
 @dataclass
@@ -146,6 +155,12 @@ class Config:
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{where}: {key} must be positive, got {value}")
+        mask = self.data.asr_speech_mask
+        if mask.num_masks < 0 or mask.max_width < 1:
+            raise ConfigError(
+                f"{where}: data.asr_speech_mask needs num_masks >= 0 and max_width >= 1, got "
+                f"{mask.num_masks} and {mask.max_width}"
+            )
         if self.model.ctc_weight < 0:
             weight = self.model.ctc_weight
             raise ConfigError(f"{where}: model.ctc_weight must be >= 0, got {weight}")

@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from tqdm import tqdm
 
+from opuslm.data.augment import SpeechTimeMask
 from opuslm.data.dataset import Batch, TaskDataset
 from opuslm.data.manifest import Manifest
 from opuslm.data.sampler import BatchItem, MixedBatchSampler, validation_batches
@@ -251,7 +252,7 @@ class Trainer:
         self.token_list = TokenList.load(data.token_list)
         train_manifests = [Manifest.load(m.path) for m in data.train]
         self.tasks = sorted({m.task for m in train_manifests})
-        self.dataset = self._dataset(train_manifests)
+        self.dataset = self._dataset(train_manifests, train=True)
         # An optimizer step consumes accum_grad global batches (positions); a step skipped for a
         # non-finite loss consumes them too, so a phase then ends a step or so early.
         accum = self.config.optim.accum_grad
@@ -270,7 +271,7 @@ class Trainer:
         self.valid_batches: list[list[list[BatchItem]]] = []
         if data.valid:
             valid_manifests = [Manifest.load(p) for p in data.valid]
-            self.valid_dataset = self._dataset(valid_manifests)
+            self.valid_dataset = self._dataset(valid_manifests, train=False)
             self.valid_batches = [
                 validation_batches(
                     lengths, uttids, source, index, data.batch_bins, info.rank, info.world_size
@@ -284,8 +285,9 @@ class Trainer:
                 )
             ]
 
-    def _dataset(self, manifests: list[Manifest]) -> TaskDataset:
+    def _dataset(self, manifests: list[Manifest], train: bool) -> TaskDataset:
         data = self.config.data
+        mask = data.asr_speech_mask
         return TaskDataset(
             manifests,
             self.token_list,
@@ -293,6 +295,11 @@ class Trainer:
             prompt_frames=data.prompt_frames,
             loss_region=data.loss_region,
             seed=self.config.train.seed,
+            asr_speech_mask=(
+                SpeechTimeMask.for_token_list(mask.num_masks, mask.max_width, self.token_list)
+                if train and mask.num_masks > 0
+                else None
+            ),
         )
 
     # ------------------------------------------------------------------------ checkpoints
