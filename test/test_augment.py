@@ -87,6 +87,8 @@ def test_trainer_masks_training_data_but_not_validation(tmp_path):
         2, 3, trainer.token_list
     )
     assert trainer.valid_dataset.asr_speech_mask is None
+    trainer.run()  # masked batches go through the loader and the model
+    assert (tmp_path / "exp" / "checkpoints" / "latest").exists()
     bad = load_config(config_path, ["data.asr_speech_mask.num_masks=-1"])
     with pytest.raises(ConfigError, match="data.asr_speech_mask needs num_masks >= 0"):
         bad.validate()
