@@ -24,12 +24,15 @@ def rows() -> list[tuple[str, str, list[str]]]:
     return out
 
 
+ROWS = rows()
+
+
 def test_experiment_names_are_unique():
-    names = [name for name, _, _ in rows()]
+    names = [name for name, _, _ in ROWS]
     assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
 
 
-@pytest.mark.parametrize("name,config,overrides", rows(), ids=[r[0] for r in rows()])
+@pytest.mark.parametrize("name,config,overrides", ROWS, ids=[r[0] for r in ROWS])
 def test_every_row_builds_its_config(name, config, overrides):
     # --init_from none is run_experiments.sh's own flag, not a config override.
     overrides = [o for o in overrides if o not in ("--init_from", "none")]

@@ -252,4 +252,9 @@ def test_make_results_names_uncommitted_changes_next_to_the_commit(tmp_path):
     assert module.project_commit(tmp_path) == (
         f"{head} with uncommitted changes to anneal.yaml, train.yaml"
     )
+    # A staged rename is one change, named by its new path (git's -z output adds the old one).
+    subprocess.run(git + ["mv", "train.yaml", "renamed.yaml"], cwd=tmp_path, check=True)
+    assert module.project_commit(tmp_path) == (
+        f"{head} with uncommitted changes to anneal.yaml, renamed.yaml"
+    )
     assert module.project_commit(tmp_path.parent / "not-a-repo") == "unknown"

@@ -270,11 +270,17 @@ def project_commit(directory: Path, max_names: int = 5) -> str:
 
     try:
         commit = git("rev-parse", "--short", "HEAD").strip()
-        # -z: one NUL-terminated "XY path" record per file, names unquoted.
-        records = git("status", "--porcelain", "-z", "--untracked-files=no").split("\0")
+        # -z: NUL-terminated "XY path" records, names unquoted; a rename or copy (X or Y of
+        # R / C) is followed by one more field, the original path, with no XY in front.
+        fields = iter(git("status", "--porcelain", "-z", "--untracked-files=no").split("\0"))
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    changed = [r[3:] for r in records if len(r) > 3]
+    changed = []
+    for record in fields:
+        if len(record) > 3:
+            changed.append(record[3:])
+            if {"R", "C"} & set(record[:2]):
+                next(fields, None)
     if not changed:
         return commit
     names = ", ".join(changed[:max_names])
