@@ -23,6 +23,7 @@ from test_manifest import tiny_token_list, write_corpus
 from opuslm.data.manifest import Manifest, ManifestError, build_manifest
 from opuslm.data.sampler import BatchBudgetError
 from opuslm.train import checkpoint as ckpt
+from opuslm.train import trainer as trainer_module
 from opuslm.train.config import ConfigError, load_config
 from opuslm.train.distributed import DistInfo
 from opuslm.train.report import read_log
@@ -349,6 +350,37 @@ def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
         log = read_log(tmp_path / flag / "train.log.jsonl")
         losses.append([r["loss"] for r in log if r["kind"] == "train"])
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_bf16_precision_autocasts_on_the_cpu(tmp_path):
+    """precision bf16 runs the matmuls in bfloat16 on a CPU too; weights stay fp32; losses close."""
+    config_path = make_experiment(tmp_path, schedule={"max_steps": 3}, train={"valid_interval": 9})
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        trainer = Trainer(
+            load_config(config_path, [f"train.precision={precision}"]), tmp_path / precision, SINGLE
+        )
+        seen = set()
+        linear = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear))
+        linear.register_forward_hook(lambda module, args, out, seen=seen: seen.add(out.dtype))
+        trainer.run()
+        assert seen == {torch.bfloat16 if precision == "bf16" else torch.float32}
+        assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+        log = read_log(tmp_path / precision / "train.log.jsonl")
+        losses[precision] = [r["loss"] for r in log if r["kind"] == "train"]
+    assert losses["bf16"] != losses["fp32"]  # a different arithmetic really ran
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=2e-2)
+
+
+def test_bf16_falls_back_to_fp32_on_a_cpu_without_bf16_kernels(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16_kernels", lambda: False)
+    config = load_config(make_experiment(tmp_path), ["train.precision=bf16"])
+    with caplog.at_level(logging.WARNING, logger="opuslm.train"):
+        trainer = Trainer(config, tmp_path / "exp", SINGLE)
+    assert "no bf16 matmul kernels; training in fp32" in caplog.text
+    linear = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear))
+    with trainer.autocast:
+        assert linear(torch.zeros(1, linear.in_features)).dtype == torch.float32
 
 
 def test_non_finite_steps_are_skipped_then_stop(tmp_path):

@@ -159,6 +159,14 @@ def architecture_changes(saved: dict[str, Any], current: dict[str, Any]) -> list
     return [f"{key} {old!r} -> {new!r}" for key, old, new in pairs if old != new]
 
 
+def cpu_has_bf16_kernels() -> bool:
+    """Whether oneDNN runs bfloat16 matmuls natively on this CPU (AVX-512 / Arm bf16)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 class Trainer:
     """One training run (pre-training or annealing) driven by a `Config`."""
 
@@ -235,11 +243,14 @@ class Trainer:
             self.log.truncate_after(self.step)
         self.stop = StopFlag()
         # bf16 autocast: matmuls in bfloat16, weights, optimizer state and loss reductions in
-        # fp32. On a CPU it pays where the cores have bf16 dot products (avx512_bf16 / AMX).
+        # fp32. On a CPU it pays only where oneDNN has bf16 kernels (AVX-512 or Arm bf16); on
+        # others it would be emulated and slower than fp32, so it falls back with a warning.
+        use_bf16 = cfg_train.precision == "bf16"
+        if use_bf16 and self.device.type == "cpu" and not cpu_has_bf16_kernels():
+            logger.warning("precision bf16: this CPU has no bf16 matmul kernels; training in fp32")
+            use_bf16 = False
         self.autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if cfg_train.precision == "bf16"
-            else nullcontext()
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
         )
 
     def _build_data(self) -> None:
