@@ -331,11 +331,14 @@ def ctc_batch(token_list: TokenList, seed: int = 0):
     return batch.frames, batch.loss_mask, batch.lengths, speech, text
 
 
-def test_ctc_loss_is_added_for_asr_examples_only():
+@pytest.mark.parametrize("upsample", [1, 2])
+def test_ctc_loss_is_added_for_asr_examples_only(upsample):
     torch.manual_seed(0)
     token_list = tiny_token_list()
     plain = MultiStreamLM.from_base(tiny_config(), token_list).eval()
-    with_ctc = MultiStreamLM.from_base(tiny_config(), token_list, ctc_weight=0.5).eval()
+    with_ctc = MultiStreamLM.from_base(
+        tiny_config(), token_list, ctc_weight=0.5, ctc_upsample=upsample
+    ).eval()
     with_ctc.load_state_dict({**with_ctc.state_dict(), **plain.state_dict()})
     frames, loss_mask, lengths, speech, text = ctc_batch(token_list)
     base = plain(frames, loss_mask, lengths)
@@ -347,11 +350,14 @@ def test_ctc_loss_is_added_for_asr_examples_only():
     first_unit = token_list.encode_frames(speech)[0, 0]
     start = int(np.flatnonzero(frames[0, :, 0].numpy() == first_unit)[0])
     rows = torch.arange(start, start + len(speech)) + token_list.num_streams - 1
-    log_probs = with_ctc.ctc_head(hidden[0, rows]).log_softmax(-1)
+    # With upsampling, frame t's head output holds outputs tU .. tU + U - 1, each C + 1 wide.
+    log_probs = with_ctc.ctc_head(hidden[0, rows]).view(len(speech) * upsample, -1)
+    log_probs = log_probs.log_softmax(-1)
+    assert log_probs.shape[-1] == token_list.size("text") + 1
     expected = F.ctc_loss(
         log_probs[:, None],
         torch.as_tensor(text)[None],
-        torch.tensor([len(speech)]),
+        torch.tensor([len(speech) * upsample]),
         torch.tensor([len(text)]),
         blank=token_list.size("text"),
         reduction="sum",
@@ -374,6 +380,14 @@ def test_ctc_head_trains_round_trips_and_is_optional_on_load():
     rebuilt.load_state_dict(model.state_dict())  # strict: the head is part of the architecture
     with pytest.raises(ValueError, match="ctc_weight"):
         MultiStreamLM.from_base(tiny_config(), token_list, ctc_weight=-1.0)
+    upsampled = MultiStreamLM.from_base(tiny_config(), token_list, ctc_weight=1.0, ctc_upsample=3)
+    assert upsampled.ctc_head.out_features == 3 * (token_list.size("text") + 1)
+    again = MultiStreamLM.from_config_dict(upsampled.config_dict(), token_list)
+    assert again.ctc_upsample == 3
+    again.load_state_dict(upsampled.state_dict())
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="ctc_upsample must be an integer >= 1"):
+            MultiStreamLM.from_base(tiny_config(), token_list, ctc_weight=1.0, ctc_upsample=bad)
 
 
 def test_prefix_lm_condition_rows_see_each_other_but_never_a_target():
@@ -405,15 +419,15 @@ def test_prefix_lm_condition_rows_see_each_other_but_never_a_target():
     )
 
 
-@pytest.mark.parametrize("prefix_lm", [False, True])
-def test_ctc_log_probs_of_a_prompt_are_the_posteriors_training_reads(prefix_lm):
+@pytest.mark.parametrize(("prefix_lm", "upsample"), [(False, 1), (True, 1), (True, 2)])
+def test_ctc_log_probs_of_a_prompt_are_the_posteriors_training_reads(prefix_lm, upsample):
     """The decoding prompt's CTC posteriors give training's CTC loss; padding changes nothing."""
     from opuslm.tasks import Example, generation_prompt
 
     torch.manual_seed(0)
     token_list = tiny_token_list()
     model = MultiStreamLM.from_base(
-        tiny_config(), token_list, ctc_weight=1.0, prefix_lm=prefix_lm
+        tiny_config(), token_list, ctc_weight=1.0, prefix_lm=prefix_lm, ctc_upsample=upsample
     ).eval()
     frames, loss_mask, lengths, speech, text = ctc_batch(token_list)
     with torch.no_grad():
@@ -429,7 +443,8 @@ def test_ctc_log_probs_of_a_prompt_are_the_posteriors_training_reads(prefix_lm):
             batch, torch.tensor([len(prompt), len(short)])
         )
         alone, alone_lengths = model.ctc_log_probs(short[None], torch.tensor([len(short)]))
-    assert speech_lengths.tolist() == [9, 5] and log_probs.shape == (2, 9, NUM_TEXT + 1)
+    assert speech_lengths.tolist() == [9 * upsample, 5 * upsample]
+    assert log_probs.shape == (2, 9 * upsample, NUM_TEXT + 1)
     ctc = F.ctc_loss(
         log_probs[:1].transpose(0, 1),
         torch.as_tensor(text)[None],
@@ -439,8 +454,8 @@ def test_ctc_log_probs_of_a_prompt_are_the_posteriors_training_reads(prefix_lm):
         reduction="sum",
     )
     assert float(ctc) == pytest.approx(trained, rel=1e-5)
-    assert alone_lengths.tolist() == [5]
-    assert torch.allclose(log_probs[1, :5], alone[0], atol=1e-5)
+    assert alone_lengths.tolist() == [5 * upsample]
+    assert torch.allclose(log_probs[1, : 5 * upsample], alone[0], atol=1e-5)
 
 
 def test_ctc_log_probs_need_a_ctc_head():

@@ -284,6 +284,29 @@ def test_ctc_head_is_added_or_dropped_when_initialising(tmp_path):
     assert trainer.model.ctc_head is None
 
 
+def test_a_ctc_head_of_another_upsampling_starts_fresh(tmp_path, caplog):
+    """model.ctc_upsample changes the head's shape: initialising across it keeps the body and
+    names the change, and the new head trains from its own random weights."""
+    config_path = make_experiment(tmp_path)
+    short = ["schedule.max_steps=2", "schedule.warmup_steps=0", "model.ctc_weight=0.5"]
+    Trainer(load_config(config_path, short), tmp_path / "u1", SINGLE).run()
+    caplog.set_level(logging.INFO, logger="opuslm.train")
+    upsampled = [*short, "model.ctc_upsample=2", "--init_from", str(tmp_path / "u1")]
+    trainer = Trainer(load_config(config_path, upsampled), tmp_path / "u2", SINGLE)
+    assert "a CTC head of another shape" in caplog.text
+    assert "ctc_upsample 1 -> 2" in caplog.text
+    source = ckpt.load_weights(tmp_path / "u1" / "checkpoints" / "step_2" / ckpt.WEIGHTS)
+    own = trainer.model.state_dict()
+    assert own["ctc_head.weight"].shape[0] == 2 * source["ctc_head.weight"].shape[0]
+    body = next(k for k in own if k.startswith("body.") and k.endswith("q_proj.weight"))
+    assert torch.equal(own[body], source[body])
+    trainer.run()
+    records = [r for r in read_log(tmp_path / "u2" / "train.log.jsonl") if r["kind"] == "train"]
+    assert records and all(r["ce/ctc"] > 0 for r in records)
+    with pytest.raises(ConfigError, match="model.ctc_upsample must be >= 1"):
+        load_config(config_path, ["model.ctc_upsample=0"]).validate()
+
+
 def test_initialising_across_an_attention_change_is_warned(tmp_path, caplog):
     """Same weight shapes, other computation: an annealing config without the pre-training's
     prefix_lm loads fine, so the trainer names the difference."""

@@ -97,10 +97,13 @@ class MultiStreamLM(nn.Module):
         loss_weights: dict[str, float] | None = None,
         ctc_weight: float = 0.0,
         prefix_lm: bool = False,
+        ctc_upsample: int = 1,
     ) -> None:
         super().__init__()
         if ctc_weight < 0:
             raise ValueError(f"ctc_weight must be >= 0, got {ctc_weight}")
+        if int(ctc_upsample) != ctc_upsample or ctc_upsample < 1:
+            raise ValueError(f"ctc_upsample must be an integer >= 1, got {ctc_upsample}")
         unknown = set(loss_weights or {}) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown loss weight modalities {sorted(unknown)}, use {MODALITIES}")
@@ -126,9 +129,17 @@ class MultiStreamLM(nn.Module):
         self.register_buffer("id_weights", weights[modality_ids], persistent=False)
         self.ctc_weight = float(ctc_weight)
         self.prefix_lm = bool(prefix_lm)
-        # Text ids + blank (the last class); only built when used, so checkpoints without it load.
+        # CTC outputs per speech frame: at 25 Hz a character transcript needs about 0.6 labels
+        # per frame, which leaves CTC few blanks to place; U outputs per frame give it U times
+        # the room (each frame's hidden state is projected to U label distributions).
+        self.ctc_upsample = int(ctc_upsample)
+        # Text ids + blank (the last class), per output; only built when used, so checkpoints
+        # without it load.
+        num_classes = token_list.size("text") + 1
         self.ctc_head = (
-            nn.Linear(body.config.hidden_size, token_list.size("text") + 1) if ctc_weight else None
+            nn.Linear(body.config.hidden_size, self.ctc_upsample * num_classes)
+            if ctc_weight
+            else None
         )
 
     # ------------------------------------------------------------------ construction
@@ -140,6 +151,7 @@ class MultiStreamLM(nn.Module):
         loss_weights: dict[str, float] | None = None,
         ctc_weight: float = 0.0,
         prefix_lm: bool = False,
+        ctc_upsample: int = 1,
         **from_pretrained_kwargs: Any,
     ) -> MultiStreamLM:
         """Extend a base causal LM: a local HF directory (no download) or a config (random init)."""
@@ -150,7 +162,7 @@ class MultiStreamLM(nn.Module):
             body = transformers.AutoModelForCausalLM.from_pretrained(
                 os.fspath(base), local_files_only=True, **kwargs
             )
-        return cls(body, token_list, loss_weights, ctc_weight, prefix_lm)
+        return cls(body, token_list, loss_weights, ctc_weight, prefix_lm, ctc_upsample)
 
     def config_dict(self) -> dict:
         """JSON/YAML-serialisable description; `from_config_dict` rebuilds the architecture."""
@@ -162,6 +174,7 @@ class MultiStreamLM(nn.Module):
             "loss_weights": dict(self.loss_weights),
             "ctc_weight": self.ctc_weight,
             "prefix_lm": self.prefix_lm,
+            "ctc_upsample": self.ctc_upsample,
         }
 
     @classmethod
@@ -180,6 +193,7 @@ class MultiStreamLM(nn.Module):
             config.get("loss_weights"),
             config.get("ctc_weight", 0.0),
             config.get("prefix_lm", False),
+            config.get("ctc_upsample", 1),
         )
 
     def _extend_vocabulary(self) -> None:
@@ -397,8 +411,8 @@ class MultiStreamLM(nn.Module):
         frames: LongTensor [B, T, S] undelayed ids (e.g. decoding prompts), right-padded beyond
         lengths [B]; every frame is a condition (with `prefix_lm`, rows below lengths attend in
         both directions, like training's condition rows). Returns float32 log-probabilities
-        [B, N, C + 1] (text ids, then blank; N = the most speech frames) and the speech frames
-        per example [B].
+        [B, N * U, C + 1] (text ids, then blank; N = the most speech frames, U =
+        `ctc_upsample` outputs per frame) and the CTC outputs per example [B] (speech frames x U).
 
         Speech frame t is read at row t + S - 1, so the S - 1 delayed rows after the last frame
         are fed too, with stream 0 = pad: in training they hold the target's first stream-0
@@ -424,8 +438,9 @@ class MultiStreamLM(nn.Module):
     def _speech_log_probs(
         self, hidden: torch.Tensor, speech: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """CTC log-posteriors [B, N, C + 1] of the speech frames speech [B, T] (bool) from the
-        hidden states [B, L, H] of their delayed rows, and the speech frames per example [B].
+        """CTC log-posteriors [B, N * U, C + 1] of the speech frames speech [B, T] (bool) from
+        the hidden states [B, L, H] of their delayed rows, and the CTC outputs per example [B]
+        (U = `ctc_upsample` outputs per speech frame, in time order).
 
         Speech frame t is read at hidden row t + S - 1, the first row that has seen all of its
         streams (stream s is delayed by s).
@@ -435,7 +450,10 @@ class MultiStreamLM(nn.Module):
         speech_order = torch.argsort((~speech).to(torch.int8), dim=1, stable=True)
         rows = speech_order[:, : int(input_lengths.max())] + self.num_streams - 1  # [B, N]
         picked = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
-        return F.log_softmax(self.ctc_head(picked).float(), dim=-1), input_lengths
+        logits = self.ctc_head(picked).float()  # [B, N, U * (C + 1)]
+        # Frame n's U outputs become outputs nU .. nU + U - 1; padding frames stay at the end.
+        logits = logits.view(logits.shape[0], -1, logits.shape[-1] // self.ctc_upsample)
+        return F.log_softmax(logits, dim=-1), input_lengths * self.ctc_upsample
 
     def _codebook_loss(
         self, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor

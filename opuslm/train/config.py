@@ -37,6 +37,8 @@ class ModelConfig:
     ctc_weight: float = 0.0
     # Prefix-LM attention: the condition rows (e.g. ASR speech) attend in both directions.
     prefix_lm: bool = False
+    # CTC outputs per speech frame (MultiStreamLM.ctc_upsample); 1 = one label per frame.
+    ctc_upsample: int = 1
     gradient_checkpointing: bool = False
 
 
@@ -164,6 +166,9 @@ class Config:
         if self.model.ctc_weight < 0:
             weight = self.model.ctc_weight
             raise ConfigError(f"{where}: model.ctc_weight must be >= 0, got {weight}")
+        if self.model.ctc_upsample < 1:
+            upsample = self.model.ctc_upsample
+            raise ConfigError(f"{where}: model.ctc_upsample must be >= 1, got {upsample}")
         if not self.model.base:
             raise ConfigError(f"{where}: model.base is required (HF directory or config dict)")
         if not self.data.token_list:

@@ -86,6 +86,7 @@ def build_model(config: Config, token_list: TokenList) -> MultiStreamLM:
         config.model.loss_weights,
         config.model.ctc_weight,
         config.model.prefix_lm,
+        config.model.ctc_upsample,
     )
 
 
@@ -129,7 +130,8 @@ class StopFlag:
 
 
 # Settings that change what a model computes without changing any weight's shape.
-ARCHITECTURE_KEYS = ("prefix_lm",)
+# Architecture settings outside the body, with the value a config dict without them means.
+ARCHITECTURE_KEYS = {"prefix_lm": False, "ctc_upsample": 1}
 BODY_ARCHITECTURE_KEYS = (
     "model_type",
     "num_attention_heads",
@@ -149,7 +151,7 @@ def architecture_changes(saved: dict[str, Any], current: dict[str, Any]) -> list
     """`key saved -> current` for each architecture setting two model config dicts
     (MultiStreamLM.config_dict) disagree on. A body key only one side has (another
     transformers version) is skipped; prefix_lm defaults to False, as in from_config_dict."""
-    pairs = [(k, saved.get(k, False), current.get(k, False)) for k in ARCHITECTURE_KEYS]
+    pairs = [(k, saved.get(k, d), current.get(k, d)) for k, d in ARCHITECTURE_KEYS.items()]
     saved_body, body = saved.get("body", {}), current.get("body", {})
     pairs += [
         (f"body.{k}", saved_body[k], body[k])
@@ -323,12 +325,21 @@ class Trainer:
         head = "ctc_head."
         added = [k for k in own if k.startswith(head) and k not in state]
         dropped = [k for k in state if k.startswith(head) and k not in own]
+        resized = [
+            k for k in own if k.startswith(head) and k in state and state[k].shape != own[k].shape
+        ]
         if added:
             logger.info("%s has no CTC head: this run's starts from random weights", source)
         if dropped:
             logger.info("%s has a CTC head this run does not use: left out", source)
+        if resized:
+            logger.info(
+                "%s has a CTC head of another shape (model.ctc_upsample): this run's starts from "
+                "random weights",
+                source,
+            )
         kept = {k: v for k, v in state.items() if k not in dropped}
-        return {**kept, **{k: own[k] for k in added}}
+        return {**kept, **{k: own[k] for k in added + resized}}
 
     def _warn_architecture_changes(self, source: Path) -> None:
         """Initialising from a checkpoint whose model computes something else with weights of the

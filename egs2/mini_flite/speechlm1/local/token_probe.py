@@ -59,17 +59,25 @@ def load_units(semantic_dir: str, audio: str, data: str, name: str, batch: int =
 
 
 class Probe(nn.Module):
-    def __init__(self, vocab_per_stream: int, num_streams: int, num_units: int, hidden: int = 192):
+    def __init__(
+        self,
+        vocab_per_stream: int,
+        num_streams: int,
+        num_units: int,
+        hidden: int = 192,
+        upsample: int = 1,
+    ):
         super().__init__()
+        self.upsample = upsample
         self.offsets = torch.arange(num_streams) * vocab_per_stream
         self.embed = nn.EmbeddingBag(vocab_per_stream * num_streams, hidden, mode="sum")
         self.rnn = nn.GRU(hidden, hidden, num_layers=2, batch_first=True, bidirectional=True)
-        self.out = nn.Linear(2 * hidden, num_units + 1)
+        self.out = nn.Linear(2 * hidden, upsample * (num_units + 1))
 
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:  # [B, T, S] -> [B, T, C + 1]
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:  # [B, T, S] -> [B, T * U, C + 1]
         b, t, s = rows.shape
         x = self.embed((rows + self.offsets).reshape(-1, s)).view(b, t, -1)
-        return self.out(self.rnn(x)[0]).log_softmax(-1)
+        return self.out(self.rnn(x)[0]).view(b, t * self.upsample, -1).log_softmax(-1)
 
 
 def main() -> None:
@@ -89,6 +97,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--bpe_size", type=int, default=0, help="> 0: CTC targets are BPE pieces, not characters"
+    )
+    parser.add_argument(
+        "--upsample",
+        type=int,
+        default=1,
+        help="CTC outputs per frame (the model's model.ctc_upsample): U > 1 gives CTC U times "
+        "the frames to place the characters and blanks in",
     )
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -114,7 +129,7 @@ def main() -> None:
     units = sorted({u for _, t in train for u in t})
     index = {u: i for i, u in enumerate(units)}
     vocab = int(max(r.max() for r, _ in train)) + 1
-    model = Probe(vocab, train[0][0].shape[1], len(units))
+    model = Probe(vocab, train[0][0].shape[1], len(units), upsample=args.upsample)
     optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
     ctc = nn.CTCLoss(blank=len(units), zero_infinity=True)
     rng = np.random.default_rng(0)
@@ -129,7 +144,7 @@ def main() -> None:
         loss = ctc(
             log_probs,
             torch.cat(targets),
-            torch.tensor([len(r) for r, _ in batch]),
+            torch.tensor([len(r) * args.upsample for r, _ in batch]),
             torch.tensor([len(t) for t in targets]),
         )
         optim.zero_grad()
@@ -152,7 +167,8 @@ def main() -> None:
             hyps.append(hyp.replace("\u2581", " ").strip() if args.bpe_size else hyp)
             refs.append(text)
     print(
-        f"streams={args.semantic_dir or args.streams} steps={step} ({time.time() - started:.0f} s)"
+        f"streams={args.semantic_dir or args.streams} upsample={args.upsample} steps={step} "
+        f"({time.time() - started:.0f} s)"
         f" test CER {100 * jiwer.cer(refs, hyps):.1f}% "
         f"WER {100 * jiwer.wer(refs, hyps):.1f}%"
     )
