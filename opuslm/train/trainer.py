@@ -129,8 +129,9 @@ class StopFlag:
         self.requested = True
 
 
-# Settings that change what a model computes without changing any weight's shape.
 # Architecture settings outside the body, with the value a config dict without them means.
+# prefix_lm changes what a model computes without changing any weight's shape, so only this
+# comparison notices it; a ctc_upsample change also resizes the CTC head (started afresh).
 ARCHITECTURE_KEYS = {"prefix_lm": False, "ctc_upsample": 1}
 BODY_ARCHITECTURE_KEYS = (
     "model_type",
