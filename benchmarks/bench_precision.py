@@ -17,47 +17,19 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
-from bench_trainer import BODY, BareStep, synchronize  # noqa: E402
+from bench_trainer import BODY, BareStep  # noqa: E402
 from test_manifest import tiny_token_list  # noqa: E402
 from test_trainer import make_experiment  # noqa: E402
 
-from opuslm.data.dataset import Batch  # noqa: E402
 from opuslm.train.config import load_config  # noqa: E402
 from opuslm.train.distributed import DistInfo  # noqa: E402
 from opuslm.train.trainer import Trainer, cpu_has_bf16_kernels  # noqa: E402
-
-
-class PrecisionStep(BareStep):
-    """BareStep under an autocast context; remembers its last loss per target position."""
-
-    def __init__(self, model: torch.nn.Module, device: torch.device, bf16: bool) -> None:
-        super().__init__(model, device)
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        self.last_loss = float("nan")
-
-    def run(self, batch: Batch, timed: bool) -> None:
-        batch = batch.to(self.device)
-        synchronize(self.device)
-        start = time.perf_counter()
-        with self.autocast:
-            output = self.model(batch.frames, batch.loss_mask, batch.lengths)
-        loss = output.loss_sum / output.num_target_frames
-        loss.backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        synchronize(self.device)
-        if timed:
-            self.seconds += time.perf_counter() - start
-            self.positions += batch.num_positions
-        self.last_loss = float(loss.detach())
 
 
 def main() -> None:
@@ -89,14 +61,16 @@ def main() -> None:
         )
         info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
         trainer = Trainer(load_config(config_path), root / "exp", info)
-        steps = {"fp32": PrecisionStep(trainer.model, device, bf16=False)}
-        steps["bf16"] = PrecisionStep(trainer.model, device, bf16=True)
+        steps = {"fp32": BareStep(trainer.model, device)}
+        steps["bf16"] = BareStep(trainer.model, device, torch.autocast(device.type, torch.bfloat16))
         timed_from = args.steps // 2
 
         def side_by_side(micro_batches, sums):
             order = ["fp32", "bf16"] if trainer.step % 2 == 0 else ["bf16", "fp32"]
             for name in order:
-                steps[name].run(micro_batches[0], timed=trainer.step >= timed_from)
+                if trainer.step == timed_from:
+                    steps[name].reset_timer()
+                steps[name].run(micro_batches[0])
             return True  # the trainer's own model is not stepped: only the two copies are timed
 
         trainer.train_step = side_by_side

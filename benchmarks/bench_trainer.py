@@ -21,6 +21,7 @@ import copy
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -57,22 +58,37 @@ def peak_memory_mb(device: torch.device) -> float:
 class BareStep:
     """The baseline: loss + backward + AdamW on a copy of the model, timed step by step."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        autocast: AbstractContextManager | None = None,
+    ) -> None:
         self.model = copy.deepcopy(model)
+        # e.g. torch.autocast for bench_precision's bf16 step; none: plain fp32
+        self.autocast = autocast if autocast is not None else nullcontext()
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.model, 0.1), lr=1e-4, betas=(0.9, 0.95)
         )
         self.device = device
+        self.peak = 0.0
+        self.last_loss = float("nan")
+        self.reset_timer()
+
+    def reset_timer(self) -> None:
+        """Count time and positions from the next step on (warm-up excluded)."""
         self.seconds = 0.0
         self.positions = 0
-        self.peak = 0.0
 
     def run(self, batch: Batch) -> None:
         batch = batch.to(self.device)  # pre-built: the copy happens before the timer
         synchronize(self.device)
         start = time.perf_counter()
-        output = self.model(batch.frames, batch.loss_mask, batch.lengths)
-        (output.loss_sum / output.num_target_frames).backward()
+        with self.autocast:
+            output = self.model(batch.frames, batch.loss_mask, batch.lengths)
+        loss = output.loss_sum / output.num_target_frames
+        loss.backward()
+        self.last_loss = float(loss.detach())
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         synchronize(self.device)
