@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import subprocess
+import time
 from pathlib import Path
 
 import jiwer
@@ -360,6 +361,57 @@ def test_score_tts_unknown_synthesis_key_is_an_error(tts_data, tmp_path, caplog)
     assert score_tts.main(args) == 1
     assert f"{syn_scp}: keys that are neither a reference uttid nor" in caplog.text
     assert "nosuch_utt" in caplog.text
+
+
+class CountingJudge(LookupJudge):
+    """LookupJudge that counts the waveforms it is asked to transcribe."""
+
+    calls = 0
+
+    def transcribe(self, wav: np.ndarray, sample_rate: int) -> str:
+        self.calls += 1
+        return super().transcribe(wav, sample_rate)
+
+
+def test_score_tts_reference_judge_cache(tts_data, tmp_path, monkeypatch):
+    judge = CountingJudge(tts_data)
+    monkeypatch.setattr(score_tts, "load_judge", lambda *args: judge)
+    cache = tmp_path / "cache" / "judge_ref.json"
+    wav_scp = tmp_path / "wav.scp"  # a copy: rewritten below
+    wav_scp.write_text(tts_data["wav.scp"].read_text(), encoding="utf-8")
+
+    def first_lines(name: str, n: int) -> Path:
+        path = tmp_path / f"{name}{n}"
+        lines = tts_data[name].read_text(encoding="utf-8").splitlines(True)[:n]
+        path.write_text("".join(lines), encoding="utf-8")
+        return path
+
+    def run(out: str, n: int = 3) -> tuple[int, bytes]:
+        before = judge.calls
+        args = ["--ref_text", str(first_lines("text", n)), "--ref_wav_scp", str(wav_scp)]
+        args += ["--syn_wav_scp", str(first_lines("silence.scp", n))]
+        args += ["--output_dir", str(tmp_path / out), "--ref_judge_cache", str(cache)]
+        assert score_tts.main(args) == 0
+        return judge.calls - before, (tmp_path / out / "score.json").read_bytes()
+
+    # Two of three utterances first (a stage-10 subset), then all three: one reference is new.
+    assert run("first2", 2)[0] == 2 + 2
+    assert sorted(json.loads(cache.read_text())["utts"]) == ["utt0", "utt1"]
+    calls, cached_score = run("all")
+    assert calls == 1 + 3
+    assert sorted(json.loads(cache.read_text())["utts"]) == ["utt0", "utt1", "utt2"]
+    assert run("again")[0] == 3  # the syntheses only
+    # The same figures as judging everything afresh (no cache).
+    fresh = tmp_path / "fresh"
+    run_score_tts(tts_data, tts_data["silence.scp"], fresh)
+    assert (fresh / "score.json").read_bytes() == cached_score
+    # Rewritten reference audio (wav.scp written again) or a broken cache: judged afresh.
+    time.sleep(0.01)
+    wav_scp.write_text(wav_scp.read_text(), encoding="utf-8")
+    assert run("rewritten")[0] == 3 + 3
+    assert run("rewritten_again")[0] == 3
+    cache.write_text("{not json", encoding="utf-8")
+    assert run("unreadable")[0] == 3 + 3
 
 
 def test_group_samples_orders_by_index():

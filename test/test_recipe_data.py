@@ -208,9 +208,16 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
     }
     assert set(lrs["speechlm_smoke_constlr"]) == {6.0e-4}
     assert lrs["speechlm_smoke_anneal"][-1] == 0.0
+    ref_wers = set()
     for run in ("speechlm_smoke", "speechlm_smoke_constlr", "speechlm_smoke_anneal"):
         tts = json.loads((exp / run / "decode_tts_test_first2" / "score.json").read_text())
         assert tts["num_utts"] == 2
+        ref_wers.add(tts["ref_wer"])
+    # The reference audio was judged once per utterance and reused by every model and subset.
+    assert len(ref_wers) == 1
+    cached = json.loads((exp / "judge_ref_transcripts" / "test.json").read_text())
+    assert len(cached["utts"]) == 8
+    assert "8 reference transcripts from exp/judge_ref_transcripts/test.json" in result.stderr
     timings = (exp / "timings_smoke.tsv").read_text().splitlines()
     assert [line.split("\t")[1] for line in timings] == [str(n) for n in range(1, 12)]
     check_results_table((exp / "RESULTS_smoke.md").read_text())

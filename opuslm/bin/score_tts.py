@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -11,7 +12,14 @@ from pathlib import Path
 from opuslm.audio import AudioError, AudioReader
 from opuslm.dump import write_text_atomic
 from opuslm.eval.asr_scoring import ScoringError, format_report, read_kaldi_text
-from opuslm.eval.judges import JUDGES, JudgeError, MOSPredictor, SpeakerEmbedder, load_judge
+from opuslm.eval.judges import (
+    JUDGES,
+    JudgeError,
+    MOSPredictor,
+    SpeakerEmbedder,
+    Transcript,
+    load_judge,
+)
 from opuslm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
 from opuslm.eval.tts_scoring import TtsScore, score_tts
 
@@ -54,7 +62,49 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--allow_pipes", action="store_true", help="run `cmd |` entries of the wav.scp files"
     )
+    parser.add_argument(
+        "--ref_judge_cache",
+        type=Path,
+        help="JSON file of the judge's transcripts of the reference audio: those found there "
+        "(same judge, same --ref_wav_scp) are not judged again, the new ones are added. For "
+        "scoring several systems on one test set",
+    )
     return parser
+
+
+def ref_cache_key(args: argparse.Namespace) -> dict[str, str | None]:
+    """What the cached reference transcripts depend on: the judge and the reference audio
+    (wav.scp's content and modification time, which stage 2 renews when it rewrites the audio)."""
+    scp = args.ref_wav_scp
+    digest = hashlib.sha256(scp.read_bytes()).hexdigest()
+    return {
+        "judge": args.judge,
+        "judge_dir": str(args.judge_dir) if args.judge_dir else None,
+        "ref_wav_scp": f"{scp.resolve()} sha256:{digest} mtime_ns:{scp.stat().st_mtime_ns}",
+    }
+
+
+def load_ref_cache(path: Path, key: dict[str, str | None]) -> dict[str, Transcript]:
+    """The cached transcripts if `path` was written for `key`, else none (logged)."""
+    if not path.exists():
+        return {}
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("key") != key:
+            logger.info("%s: written for another judge or reference audio; not used", path)
+            return {}
+        return {u: Transcript(t["text"], int(t["num_samples"])) for u, t in cached["utts"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        logger.warning("%s: unreadable reference-judge cache (%s); judging afresh", path, e)
+        return {}
+
+
+def save_ref_cache(
+    path: Path, key: dict[str, str | None], transcripts: dict[str, Transcript]
+) -> None:
+    utts = {u: {"text": t.text, "num_samples": t.num_samples} for u, t in transcripts.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"key": key, "utts": utts}, indent=1) + "\n")
 
 
 def write_outputs(output_dir: Path, score: TtsScore, result: dict[str, object]) -> None:
@@ -82,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             args.syn_wav_scp, sample_rate=SAMPLE_RATE, allow_pipes=args.allow_pipes
         )
         judge = load_judge(args.judge, args.judge_dir, args.device)
+        cache_key = ref_cache_key(args) if args.ref_judge_cache else None
+        cached = load_ref_cache(args.ref_judge_cache, cache_key) if cache_key else {}
+        if cached:
+            logger.info("%d reference transcripts from %s", len(cached), args.ref_judge_cache)
         speaker = SpeakerEmbedder(args.spk_model_dir, args.device) if args.spk_model_dir else None
         mos = MOSPredictor(args.mos_model_dir, args.device) if args.mos_model_dir else None
         score = score_tts(
@@ -96,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             syn_name=str(args.syn_wav_scp),
             ref_name=str(args.ref_wav_scp),
             nj=args.nj,
+            ref_transcripts=cached,
         )
     except (ScoringError, AudioError, JudgeError, ValueError) as e:
         logger.error("%s", e)
@@ -115,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     result.update({key: str(path) for key, path in model_dirs.items() if path is not None})
     write_outputs(args.output_dir, score, result)
+    if cache_key is not None and set(score.ref_transcripts) - set(cached):
+        save_ref_cache(args.ref_judge_cache, cache_key, {**cached, **score.ref_transcripts})
     logger.info(
         "judge WER %.2f%% (reference audio %.2f%%), duration ratio %s  (%s)",
         result["wer"],

@@ -9,13 +9,17 @@ written into score.json whenever it is used.
 A reference utterance without any synthesised sample is scored as an empty transcript (all
 deletions) and listed, as in ASR scoring; a synthesised key that names no reference utterance is
 an error.
+
+The judge's transcripts of the reference audio depend on that audio and the judge alone, so a
+caller scoring several systems on one test set can pass those of an earlier call
+(`ref_transcripts`, returned in `TtsScore.ref_transcripts`) and only the rest are judged.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import jiwer
 import numpy as np
@@ -26,6 +30,7 @@ from opuslm.eval.judges import (
     AsrJudge,
     MOSPredictor,
     SpeakerEmbedder,
+    Transcript,
     WaveformSource,
     transcribe_all,
 )
@@ -85,6 +90,8 @@ class TtsScore:
     utterances: list[TtsUtterance]
     judge: str
     best_of_n: int | None = None
+    # The judge's transcript of every reference utterance scored (reused or judged here).
+    ref_transcripts: dict[str, Transcript] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         """The score.json fields (rates in percent); optional scores only when measured."""
@@ -133,6 +140,7 @@ def score_tts(
     syn_name: str = "synthesised wav.scp",
     ref_name: str = "reference wav.scp",
     nj: int = 1,
+    ref_transcripts: Mapping[str, Transcript] | None = None,
 ) -> TtsScore:
     """Judge every utterance of `refs` (text) on its reference and synthesised audio.
 
@@ -141,6 +149,8 @@ def score_tts(
     best_of_n: keep the sample with the fewest judge errors among the first N per utterance.
     nj: processes for the judge transcripts (same scores for any nj); the speaker embedder and
     the MOS predictor run in this process.
+    ref_transcripts: the same judge's transcripts of (some of) this reference audio from an
+    earlier call; those utterances' reference audio is not judged again.
     """
     if ref_audio.sample_rate != syn_audio.sample_rate:
         raise ScoringError(
@@ -151,14 +161,17 @@ def score_tts(
     judged_keys = {uttid: samples.get(uttid, [])[: best_of_n or 1] for uttid in refs}
     ref_source, syn_source = f"reference audio {ref_name}", f"synthesised audio {syn_name}"
     sources = {ref_source: ref_audio, syn_source: syn_audio}
+    known = dict(ref_transcripts or {})
     items = []
     for uttid, keys in judged_keys.items():
-        items += [(ref_source, uttid)] + [(syn_source, key) for key in keys]
+        items += [] if uttid in known else [(ref_source, uttid)]
+        items += [(syn_source, key) for key in keys]
     transcripts = iter(transcribe_all(judge, sources, items, nj))
     normalize = get_normalizer(normalizer)
     utterances = []
+    used: dict[str, Transcript] = {}
     for uttid, text in refs.items():
-        ref = next(transcripts)
+        ref = used[uttid] = known[uttid] if uttid in known else next(transcripts)
         utterance = TtsUtterance(uttid, None, "", ref.text)
         keys = judged_keys[uttid]
         syn = [next(transcripts) for _ in keys]
@@ -182,6 +195,7 @@ def score_tts(
         utterances=utterances,
         judge=judge.name,
         best_of_n=best_of_n,
+        ref_transcripts=used,
     )
 
 

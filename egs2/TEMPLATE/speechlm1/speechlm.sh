@@ -28,7 +28,8 @@
 # 10  scoring                     decode dirs, dump/raw/<test set>/,      <decode dir>/score.json, <model>/RESULTS.md,
 #                                 data/<text test set>/text,              <model>/score_text_<text set>/,
 #                                 exp/base_lm_<tag>/hf                     exp/base_lm_<tag>/score_text_<text set>/,
-#                                                                          <model>/copy_synthesis_<test set>/
+#                                                                          <model>/copy_synthesis_<test set>/,
+#                                                                          exp/judge_ref_transcripts/<test set>.json
 # 11  packing                     the last model, tokenizers,             <model>/packed/
 #                                 --decode_config                          (stage 9 decodes with it,
 #                                                                          so it packs if needed)
@@ -578,9 +579,11 @@ score() {
         --output_dir "${dir}"
       ;;
     tts)
+      # The judge's transcripts of the reference audio are kept per test set (keyed by the
+      # judge and the audio) and reused for every model and subset scored on it.
       "${python}" -m opuslm.bin.score_tts --ref_text "${ref_text}" \
         --ref_wav_scp "${ref}/wav.scp" --syn_wav_scp "${dir}/wav.scp" --output_dir "${dir}" \
-        --nj "${nj}"
+        --nj "${nj}" --ref_judge_cache "exp/judge_ref_transcripts/${set}.json"
       ;;
   esac
   mark_done "${dir}"
