@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -160,6 +161,32 @@ def test_curriculum_phases_count_optimizer_steps(tmp_path, caplog):
     assert "data.curriculum[0] ended at position 6: mixing probabilities now [0.75, 0.25]" in (
         caplog.text
     )
+
+
+def test_train_entry_max_length_keeps_the_short_utterances(tmp_path, caplog):
+    # The ASR manifest listed twice: its short utterances only for the first 2 steps, then all.
+    config_path = make_experiment(tmp_path)
+    asr = str(tmp_path / "manifests" / "asr" / "data.json")
+    full = Manifest.load(asr)
+    cut = int(np.median(full.lengths()))
+    train = f"data.train=[{{path: {asr}, weight: 0, max_length: {cut}}}, {{path: {asr}}}]"
+    curriculum = "data.curriculum=[{until_step: 2, weights: [1.0, 0.0]}]"
+    config = load_config(config_path, [train, curriculum, "schedule.max_steps=4"])
+    with caplog.at_level("INFO", logger="opuslm.train.trainer"):
+        trainer = Trainer(config, tmp_path / "exp", SINGLE)
+    short, everything = trainer.dataset.lengths()
+    assert everything.tolist() == full.lengths().tolist()
+    assert 0 < len(short) < len(everything) and short.max() <= cut
+    assert sorted(short.tolist()) == sorted(n for n in everything.tolist() if n <= cut)
+    kept = f"data.train[0] ({asr}): {len(short)} of {len(everything)} utterances have at most"
+    assert kept in caplog.text
+    # Bad values are named before any data is read.
+    bad = load_config(config_path, [f"data.train=[{{path: {asr}, max_length: 0}}]"])
+    with pytest.raises(ConfigError, match=r"data.train\[0\].max_length must be >= 1, got 0"):
+        bad.validate()
+    too_short = load_config(config_path, [f"data.train=[{{path: {asr}, max_length: 1}}]"])
+    with pytest.raises(ManifestError, match=r"no utterance has at most 1 rows \(shortest: \d+"):
+        Trainer(too_short, tmp_path / "e2", SINGLE)
 
 
 # ------------------------------------------------------------------------- up-front errors

@@ -22,6 +22,7 @@ from it, computed arithmetically by `sequence_length` so batching never reads an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -202,6 +203,20 @@ class Manifest:
             ],
             dtype=np.int64,
         )
+
+    def at_most(self, max_length: int, prompt_frames: int | None = None) -> Manifest:
+        """A copy with only the utterances of at most `max_length` sequence rows (`lengths`).
+
+        Raises ManifestError if none is that short.
+        """
+        keep = self.lengths(prompt_frames) <= max_length
+        if not keep.any():
+            raise ManifestError(
+                f"{self.path}: no utterance has at most {max_length} rows (shortest: "
+                f"{int(self.lengths(prompt_frames).min())}); raise max_length"
+            )
+        utterances = {u: v for u, v, k in zip(self.utterances, self.utterances.values(), keep) if k}
+        return dataclasses.replace(self, utterances=utterances)
 
     def load_token_list(self) -> TokenList:
         """The token list the manifest was built with, checked against its recorded hash."""

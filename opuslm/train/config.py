@@ -46,6 +46,9 @@ class ModelConfig:
 class ManifestWeight:
     path: str = ""
     weight: float = 1.0
+    # Keep only the utterances of at most this many sequence rows (None = all): e.g. the same
+    # manifest listed twice, its short utterances first in a curriculum phase.
+    max_length: int | None = None
 
 
 @dataclass
@@ -175,6 +178,11 @@ class Config:
             raise ConfigError(f"{where}: data.token_list is required")
         if not self.data.train:
             raise ConfigError(f"{where}: data.train lists no manifests")
+        for i, entry in enumerate(self.data.train):
+            if entry.max_length is not None and entry.max_length < 1:
+                raise ConfigError(
+                    f"{where}: data.train[{i}].max_length must be >= 1, got {entry.max_length}"
+                )
         previous = 0
         for i, phase in enumerate(self.data.curriculum):
             key = f"data.curriculum[{i}]"

@@ -40,7 +40,7 @@ from opuslm.data.manifest import Manifest
 from opuslm.data.sampler import BatchItem, MixedBatchSampler, validation_batches
 from opuslm.model.lm import LMOutput, MultiStreamLM
 from opuslm.train import checkpoint as ckpt
-from opuslm.train.config import Config
+from opuslm.train.config import Config, ManifestWeight
 from opuslm.train.distributed import (
     DistInfo,
     all_gather_objects,
@@ -264,7 +264,7 @@ class Trainer:
         """
         data, info, cfg_train = self.config.data, self.info, self.config.train
         self.token_list = TokenList.load(data.token_list)
-        train_manifests = [Manifest.load(m.path) for m in data.train]
+        train_manifests = [self._train_manifest(i, m) for i, m in enumerate(data.train)]
         self.tasks = sorted({m.task for m in train_manifests})
         self.dataset = self._dataset(train_manifests, train=True)
         # An optimizer step consumes accum_grad global batches (positions); a step skipped for a
@@ -298,6 +298,22 @@ class Trainer:
                     )
                 )
             ]
+
+    def _train_manifest(self, index: int, entry: ManifestWeight) -> Manifest:
+        """data.train[index]'s manifest, cut to its max_length if it has one (logged)."""
+        manifest = Manifest.load(entry.path)
+        if entry.max_length is None:
+            return manifest
+        short = manifest.at_most(entry.max_length, self.config.data.prompt_frames)
+        logger.info(
+            "data.train[%d] (%s): %d of %d utterances have at most %d rows",
+            index,
+            entry.path,
+            len(short.utterances),
+            len(manifest.utterances),
+            entry.max_length,
+        )
+        return short
 
     def _dataset(self, manifests: list[Manifest], train: bool) -> TaskDataset:
         data = self.config.data
