@@ -9,9 +9,10 @@ fi
 # Kaldi data directories are sorted bytewise; every sort and join in the recipe must agree.
 export LC_ALL=C
 export PYTHONIOENCODING=UTF-8
-# tcmalloc for every process of the recipe, where installed (Debian: libtcmalloc-minimal4; `make
+# tcmalloc for the recipe's processes, where installed (Debian: libtcmalloc-minimal4; `make
 # install` adds it): glibc's malloc maps and unmaps the large, changing-shape tensors of CPU
 # training at every step, and the demo's stage-7 steps run 1.2x faster without that (BENCHMARKS.md).
+# The steps that start one short process per utterance (flite, sox) drop it: it costs each ~3 ms.
 # OPUSLM_TCMALLOC=0, or an LD_PRELOAD of your own, leaves malloc alone.
 if [ "${OPUSLM_TCMALLOC:-1}" = 1 ] && [ -z "${LD_PRELOAD:-}" ]; then
   for lib in /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4; do

@@ -9,6 +9,9 @@
 # A wav already in <wav_dir> is kept (re-runs only convert what is missing). An utterance sox
 # cannot convert is reported on stderr and left out; the stage drops it from the data dir.
 set -euo pipefail
+# Two short sox processes per utterance: path.sh's tcmalloc preload (for the Python processes)
+# would add ~3 ms of start-up to each.
+unset LD_PRELOAD
 
 fs=16000
 segments=""
