@@ -27,7 +27,7 @@ system-packages:
 	for c in $(APT_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
 	[ -e /usr/share/games/fortunes/fortunes ] || missing="$$missing fortunes"; \
 	optional=""; \
-	ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 >/dev/null 2>&1 || optional="$(APT_OPTIONAL)"; \
+	utils/tcmalloc_lib.sh >/dev/null || optional="$(APT_OPTIONAL)"; \
 	if [ -n "$$missing$$optional" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "[install] apt-get install:$$missing $$optional"; \

@@ -15,7 +15,7 @@ for round in 1 2; do
     case ${alloc} in
       glibc) preload="" ;;
       jemalloc) preload=$(ls /usr/lib/*-linux-gnu/libjemalloc.so.2) ;;
-      tcmalloc) preload=$(ls /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4) ;;
+      tcmalloc) preload=$(utils/tcmalloc_lib.sh) ;;
     esac
     rm -rf "${out:?}/${alloc}"
     LD_PRELOAD=${preload} /usr/bin/time -f "${alloc} round ${round}: wall %e s, user %U s, sys %S s" \

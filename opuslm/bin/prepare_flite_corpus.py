@@ -221,9 +221,14 @@ def synthesize(utterances: Sequence[Utterance], wav_dir: Path, nj: int) -> None:
             pass
 
 
-# One short flite process per utterance: an LD_PRELOAD meant for the Python processes (the
-# recipes' tcmalloc) would add ~3 ms of start-up to each.
-FLITE_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+# One short flite process per utterance: the recipes' tcmalloc preload (path.sh, meant for the
+# Python processes; it names it in OPUSLM_TCMALLOC_LIB) would add ~3 ms of start-up to each. A
+# preload of the user's own stays.
+FLITE_ENV = dict(os.environ)
+if FLITE_ENV.get("OPUSLM_TCMALLOC_LIB") and (
+    FLITE_ENV.get("LD_PRELOAD") == FLITE_ENV["OPUSLM_TCMALLOC_LIB"]
+):
+    del FLITE_ENV["LD_PRELOAD"]
 
 
 def _flite(utt: Utterance, wav_dir: Path) -> None:

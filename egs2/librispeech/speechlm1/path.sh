@@ -13,12 +13,9 @@ export PYTHONIOENCODING=UTF-8
 # install` adds it): glibc's malloc maps and unmaps the large, changing-shape tensors of CPU
 # training at every step, and the demo's stage-7 steps run 1.2x faster without that (BENCHMARKS.md).
 # The steps that start one short process per utterance (flite, sox) drop it: it costs each ~3 ms.
-# OPUSLM_TCMALLOC=0, or an LD_PRELOAD of your own, leaves malloc alone.
-if [ "${OPUSLM_TCMALLOC:-1}" = 1 ] && [ -z "${LD_PRELOAD:-}" ]; then
-  for lib in /usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4; do
-    if [ -e "${lib}" ]; then
-      export LD_PRELOAD="${lib}"
-      break
-    fi
-  done
+# OPUSLM_TCMALLOC=0, or an LD_PRELOAD of your own, leaves malloc alone. OPUSLM_TCMALLOC_LIB names
+# the preload set here, so those steps drop only this one.
+if [ "${OPUSLM_TCMALLOC:-1}" = 1 ] && [ -z "${LD_PRELOAD:-}" ] &&
+  OPUSLM_TCMALLOC_LIB=$("${MAIN_ROOT}/utils/tcmalloc_lib.sh"); then
+  export LD_PRELOAD="${OPUSLM_TCMALLOC_LIB}" OPUSLM_TCMALLOC_LIB
 fi
