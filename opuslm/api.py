@@ -38,6 +38,7 @@ from opuslm.audio import resample
 from opuslm.model.generate import GenerationConfig, generate, generate_stream
 from opuslm.packing import (
     PackedModel,
+    PackError,
     check_decoding_model,
     generation_config,
     load_packed,
@@ -85,13 +86,21 @@ class OpusLM:
 
         overrides: e.g. {"semantic": {"greedy": True}, "max_frames": 200}, or for asr
         {"ctc_weight": 0.3} (joint CTC / LM decoding; needs a model trained with a CTC head)
-        and {"beam_size": 4} (beam search instead of greedy).
+        and {"beam_size": 4} (beam search instead of greedy), {"lexicon_penalty": 2.0} (a model
+        packed with a lexicon: each word not in it costs that much score).
         """
         settings = self.packed.config.decoding.get(task, {})
         merged = merge_settings(settings, overrides or {})
         where = f"decoding settings for {task}"
         config = generation_config(task, merged, where)
         check_decoding_model(config, self.model, where)
+        if config.lexicon_penalty > 0:
+            if self.packed.lexicon is None:
+                raise PackError(
+                    f"{where}: lexicon_penalty > 0 needs a lexicon, and {self.packed.directory} "
+                    "was packed without one (opuslm.bin.pack --lexicon)"
+                )
+            config.lexicon = self.packed.lexicon
         eos = self.text_tokenizer.eos_id
         if task == "textlm" and eos is not None:
             # textlm sequences end with the tokenizer's own eos (a text id, not the joint eos).

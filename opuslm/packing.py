@@ -11,6 +11,8 @@
         codec/                      codec config and weights
         default_prompt.safetensors  optional: raw token rows [P, S] of the TTS speaker used when
                                     `synthesize` gets no prompt
+        lexicon.txt                 optional: the word list of ASR decoding's lexicon_penalty
+                                    (`opuslm.model.lexicon`), one word per line
 
 Only safetensors, JSON, YAML and plain text are read, so a planted pickle is refused, never run.
 `pack` writes the directory under a temporary name and renames it into place; it checks that the
@@ -37,6 +39,7 @@ from safetensors.numpy import save_file as save_numpy_file
 
 from opuslm.fileio import write_directory_atomic
 from opuslm.model.generate import GenerationConfig, SamplingConfig
+from opuslm.model.lexicon import Lexicon, LexiconError
 from opuslm.model.lm import MultiStreamLM
 from opuslm.tasks import TASK_TARGETS, crop_prompt
 from opuslm.tokenizers.frames import FrameAlignmentError, check_compatible, tokenize_waveforms
@@ -53,6 +56,7 @@ TEXT_TOKENIZER = "text_tokenizer"
 SEMANTIC = "semantic"
 CODEC = "codec"
 DEFAULT_PROMPT = "default_prompt.safetensors"
+LEXICON = "lexicon.txt"
 # What a packed directory must hold, for error messages (the default prompt is optional).
 REQUIRED_ENTRIES = {
     CONFIG: "model architecture, tokenizer paths, sample rate, decoding defaults",
@@ -114,6 +118,7 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
         "ctc_weight": float,
         "ctc_pre_beam": int,
         "beam_size": int,
+        "lexicon_penalty": float,
     }
     known = {"text", "semantic", "acoustic", *scalars}
     unknown = sorted(set(settings) - known)
@@ -186,6 +191,7 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "semantic": (str,),
     "codec": (str,),
     "default_prompt": _OPTIONAL_PATH,
+    "lexicon": _OPTIONAL_PATH,
     "source_checkpoint": _OPTIONAL_PATH,
     "format": (int,),
 }
@@ -207,6 +213,7 @@ class PackedConfig:
     semantic: str = SEMANTIC
     codec: str = CODEC
     default_prompt: str | None = None
+    lexicon: str | None = None
     source_checkpoint: str | None = None
     format: int = FORMAT_VERSION
 
@@ -251,7 +258,7 @@ class PackedConfig:
             raise PackError(
                 f"{path}: packed format {config.format}, this version reads {FORMAT_VERSION}"
             )
-        for name in ("text_tokenizer", "semantic", "codec", "default_prompt"):
+        for name in ("text_tokenizer", "semantic", "codec", "default_prompt", "lexicon"):
             entry = getattr(config, name)
             # A packed model is self-contained: an entry outside it (absolute, or climbing out
             # with "..") would load whatever that path holds on the user's machine.
@@ -382,6 +389,7 @@ class PackedModel:
     semantic: Any
     codec: Any
     default_prompt: np.ndarray | None  # raw token rows [P, S], or None
+    lexicon: Lexicon | None = None  # read through the text tokenizer's surfaces
 
 
 def load_tokenizers(
@@ -449,6 +457,9 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
         default_prompt = read_default_prompt(
             directory / config.default_prompt, token_list.num_streams
         )
+    lexicon = None
+    if config.lexicon is not None:
+        lexicon = read_lexicon(directory / config.lexicon, text_tokenizer)
     return PackedModel(
         directory=directory,
         config=config,
@@ -458,7 +469,15 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
         semantic=semantic,
         codec=codec,
         default_prompt=default_prompt,
+        lexicon=lexicon,
     )
+
+
+def read_lexicon(path: Path, text_tokenizer) -> Lexicon:
+    try:
+        return Lexicon.load(path, text_tokenizer.surfaces())
+    except LexiconError as e:
+        raise PackError(str(e)) from None
 
 
 # ------------------------------------------------------------------------------ packing
@@ -489,6 +508,7 @@ def pack(
     prompt_frames: int | None = None,
     default_prompt_wav: str | os.PathLike | None = None,
     decoding: dict[str, dict] | None = None,
+    lexicon: str | os.PathLike | None = None,
 ) -> Path:
     """Write a packed model directory from a checkpoint and the three tokenizer directories.
 
@@ -497,6 +517,7 @@ def pack(
     default_prompt_wav: audio of the speaker used by TTS without a prompt (optional; a training
         utterance is a good choice); it is stored as tokens, cut to `prompt_frames`.
     decoding: per-task overrides of the default decoding settings.
+    lexicon: a word list (one word per line) for ASR decoding with lexicon_penalty > 0.
     """
     if prompt_frames is not None and prompt_frames <= 0:
         raise PackError(f"prompt_frames must be positive, got {prompt_frames}")
@@ -518,11 +539,18 @@ def pack(
     default_prompt = None
     if default_prompt_wav is not None:
         default_prompt = _prompt_rows(Path(default_prompt_wav), semantic, codec, prompt_frames)
+    lexicon_text = None
+    if lexicon is not None:
+        read_lexicon(Path(lexicon), text_tokenizer)  # refuse a bad file now, not at decoding
+        lexicon_text = Path(lexicon).read_text(encoding="utf-8")
     settings = _default_decoding(codec.frame_rate)
     for task, overrides in (decoding or {}).items():
         settings[task] = merge_settings(settings.get(task, {}), overrides)
         where = f"decoding settings for {task}"
-        check_decoding_model(generation_config(task, settings[task], where), model, where)
+        config = generation_config(task, settings[task], where)
+        check_decoding_model(config, model, where)
+        if config.lexicon_penalty > 0 and lexicon is None:
+            raise PackError(f"{where}: lexicon_penalty > 0 needs a lexicon (pack's --lexicon)")
     config = PackedConfig(
         model=model.config_dict(),
         sample_rate=int(codec.sample_rate),
@@ -531,6 +559,7 @@ def pack(
         prompt_source=prompt_source,
         decoding=settings,
         default_prompt=DEFAULT_PROMPT if default_prompt is not None else None,
+        lexicon=LEXICON if lexicon_text is not None else None,
         source_checkpoint=str(step_dir.resolve()),
     )
 
@@ -543,6 +572,8 @@ def pack(
         codec.save(directory / CODEC)
         if default_prompt is not None:
             save_numpy_file({"prompt": default_prompt}, str(directory / DEFAULT_PROMPT))
+        if lexicon_text is not None:
+            (directory / LEXICON).write_text(lexicon_text, encoding="utf-8")
 
     return write_directory_atomic(output_dir, write)
 

@@ -64,9 +64,22 @@ def test_transcripts_cover_the_manifest_and_do_not_depend_on_batching(tmp_path, 
         [*argv, "--max_frames", "6", "--ctc_weight", "0.5", "--ctc_pre_beam", "3"]
         + ["--beam_size", "2"]
     )
-    assert seen["args"][-3:] == (0.5, 3, 2)
+    assert seen["args"][-5:] == (0.5, 3, 2, None, 0.0)
     lines = output.read_text().splitlines()
     assert len(lines) == len(manifest.uttids)
+    # ... and --lexicon with --lexicon_penalty, read through the tokenizer's surfaces.
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("ab 3\nba 1\n")
+    monkeypatch.setattr(
+        decode_asr_dumps,
+        "load_text_tokenizer",
+        lambda _: SimpleNamespace(decode=as_words, surfaces=lambda: ["a", "b", " "]),
+    )
+    decode_asr_dumps.main([*argv, "--lexicon", str(lexicon), "--lexicon_penalty", "2.5"])
+    passed, penalty = seen["args"][-2:]
+    assert penalty == 2.5 and len(passed) == 2 and passed.move(0, 0)[1] == 0
+    with pytest.raises(SystemExit):
+        decode_asr_dumps.main([*argv, "--lexicon_penalty", "2.5"])  # no --lexicon
 
 
 def test_a_tts_manifest_or_joint_decoding_without_a_ctc_head_is_refused(tmp_path):

@@ -195,7 +195,11 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
         assert score["num_utts"] == 8
     # conf/smoke/decode.yaml's joint CTC / LM beam search reached stage 9's decoding.
     settings = (model / "decode_asr_test" / "decode_config.yaml").read_text().splitlines()
-    assert {"beam_size: 2", "ctc_weight: 0.5"} <= set(settings)
+    assert {"beam_size: 2", "ctc_weight: 0.5", "lexicon_penalty: 2.0"} <= set(settings)
+    # ... with stage 5's lexicon of the training text, packed with the model.
+    lexicon = (recipe / "data" / "lexicon.txt").read_text()
+    assert (model / "packed" / "lexicon.txt").read_text() == lexicon
+    assert f"lexicon_words: {len(lexicon.splitlines())}" in settings
     assert "## asr: test" in (model / "RESULTS.md").read_text()
     assert (model / "packed" / "model.safetensors").is_file()
     assert (exp / "base_lm_smoke" / "hf" / "model.safetensors").is_file()

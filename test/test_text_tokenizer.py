@@ -121,3 +121,19 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         load_text_tokenizer(tmp_path)
     with pytest.raises(TextTokenizerError, match="cannot load a Hugging Face tokenizer"):
         load_text_tokenizer(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("backend", ["hf", "sentencepiece"])
+def test_surfaces_join_to_the_text_with_its_spaces(backend, hf_dir, sp_tokenizer):
+    """The lexicon of ASR decoding reads words off the surfaces of single ids: joined, they give
+    the text back (sentencepiece adds the leading space of the first word), and special ids
+    add nothing."""
+    tok = load_text_tokenizer(hf_dir) if backend == "hf" else sp_tokenizer
+    surfaces = tok.surfaces()
+    assert len(surfaces) == tok.vocab_size
+    text = "the lazy fox saves gold"
+    joined = "".join(surfaces[i] for i in tok.encode(text))
+    assert joined.strip() == text and joined.endswith("gold")
+    assert " lazy" in joined
+    specials = [i for i in (tok.bos_id, tok.eos_id, tok.unk_id) if i is not None]
+    assert specials and all(surfaces[i] == "" for i in specials)

@@ -1,7 +1,8 @@
 """ASR of a token-dump manifest with a training checkpoint: no audio, no codec, no packing.
 
 Greedy, or beam search with --beam_size > 1. With --ctc_weight > 0 (a checkpoint trained with a
-CTC head) decoding is joint CTC / LM, as in `opuslm.model.generate`.
+CTC head) decoding is joint CTC / LM, as in `opuslm.model.generate`; with --lexicon and
+--lexicon_penalty > 0 each word not in the lexicon costs that much score (`opuslm.model.lexicon`).
 
 For experiments (egs2/mini_flite EXPERIMENTS.md): a checkpoint's held-out transcripts straight from
 the `asr` manifest that stage 5 wrote, on CPU or GPU, in batches. The output is a Kaldi `text`
@@ -28,6 +29,7 @@ from opuslm.data.dataset import ManifestReader
 from opuslm.data.manifest import Manifest
 from opuslm.fileio import write_text_atomic
 from opuslm.model.generate import GenerationConfig, generate
+from opuslm.model.lexicon import Lexicon, LexiconError
 from opuslm.model.lm import MultiStreamLM
 from opuslm.packing import load_checkpoint_model as read_checkpoint_model
 from opuslm.tasks import Example, generation_prompt
@@ -52,6 +54,8 @@ def transcribe_manifest(
     ctc_weight: float = 0.0,
     ctc_pre_beam: int = GenerationConfig.ctc_pre_beam,
     beam_size: int = GenerationConfig.beam_size,
+    lexicon: Lexicon | None = None,
+    lexicon_penalty: float = 0.0,
 ) -> dict[str, str]:
     """{uttid: transcript} of every utterance of an `asr` manifest, longest first (greedy, or
     beam search with beam_size > 1)."""
@@ -65,6 +69,8 @@ def transcribe_manifest(
         ctc_weight=ctc_weight,
         ctc_pre_beam=ctc_pre_beam,
         beam_size=beam_size,
+        lexicon=lexicon,
+        lexicon_penalty=lexicon_penalty,
     )
     reader = ManifestReader(manifest, prompt_source="self", prompt_frames=0)
     order = np.argsort(-manifest.lengths(0), kind="stable")  # similar lengths share a batch
@@ -106,6 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--beam_size", type=int, default=GenerationConfig.beam_size, help="1: greedy"
     )
+    parser.add_argument("--lexicon", help="word list (opuslm.bin.make_lexicon) for the penalty")
+    parser.add_argument(
+        "--lexicon_penalty",
+        type=float,
+        default=0.0,
+        help="score each word not in --lexicon costs (0: no lexicon)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -114,6 +127,14 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     model = load_checkpoint_model(args.checkpoint, args.device)
     tokenizer = load_text_tokenizer(args.text_tokenizer_dir)
+    lexicon = None
+    if args.lexicon_penalty > 0:
+        if args.lexicon is None:
+            parser.error("--lexicon_penalty > 0 needs --lexicon")
+        try:
+            lexicon = Lexicon.load(args.lexicon, tokenizer.surfaces())
+        except LexiconError as e:
+            parser.error(str(e))
     with torch.inference_mode():
         hyps = transcribe_manifest(
             model,
@@ -125,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
             args.ctc_weight,
             args.ctc_pre_beam,
             args.beam_size,
+            lexicon,
+            args.lexicon_penalty,
         )
     lines = [f"{uttid} {text}".rstrip() for uttid, text in sorted(hyps.items())]
     write_text_atomic(Path(args.output), "\n".join(lines) + "\n")

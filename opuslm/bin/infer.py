@@ -243,7 +243,10 @@ def write_decode_config(args: argparse.Namespace, decoder: Decoder) -> None:
             ctc_weight=config.ctc_weight,
             ctc_pre_beam=config.ctc_pre_beam,
             beam_size=config.beam_size,
+            lexicon_penalty=config.lexicon_penalty,
         )
+        if config.lexicon is not None:
+            settings["lexicon_words"] = len(config.lexicon)
     if args.task == "tts":
         settings["prompt"] = "prompt_scp" if args.prompt_scp is not None else "default"
         settings["own_prefix"] = decoder.own_prefix

@@ -54,7 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         "--decode_config",
         type=Path,
         help="YAML `task: {text/semantic/acoustic: {greedy, top_k, top_p, temperature}, "
-        "min_frames, max_frames}` overriding the default decoding settings",
+        "min_frames, max_frames, ...}` overriding the default decoding settings",
+    )
+    parser.add_argument(
+        "--lexicon",
+        type=Path,
+        help="word list (one word per line, e.g. from opuslm.bin.make_lexicon) packed for ASR "
+        "decoding with lexicon_penalty > 0",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -68,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             prompt_frames=args.prompt_frames,
             default_prompt_wav=args.default_prompt_wav,
             decoding=read_decode_config(args.decode_config),
+            lexicon=args.lexicon,
         )
     except PackError as e:
         log.error("%s", e)

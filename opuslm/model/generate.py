@@ -26,6 +26,7 @@ import transformers
 
 from opuslm.model.ctc_prefix import CTCPrefixScorer
 from opuslm.model.delay import delay, undelay
+from opuslm.model.lexicon import Lexicon, LexiconState
 from opuslm.model.lm import MultiStreamLM, StepOutput, prefix_attention_mask
 from opuslm.tasks import num_condition_frames
 
@@ -77,6 +78,11 @@ class GenerationConfig:
     # ctc_weight > 0) are kept each step, and the best ended one is returned. The text sampling
     # settings are then unused.
     beam_size: int = 1
+    # > 0 (text targets, with `lexicon`): each word of a hypothesis that is not in the lexicon
+    # costs this much score (`opuslm.model.lexicon`), so near-miss spellings of known words
+    # lose to the known ones; an unknown word still wins where the scores agree on it.
+    lexicon_penalty: float = 0.0
+    lexicon: Lexicon | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_len_ratio < 0:
@@ -97,6 +103,10 @@ class GenerationConfig:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.beam_size > 1 and self.target != "text":
             raise ValueError(f"beam_size > 1 needs target 'text', got {self.target!r}")
+        if self.lexicon_penalty < 0:
+            raise ValueError(f"lexicon_penalty must be >= 0, got {self.lexicon_penalty}")
+        if self.lexicon_penalty > 0 and self.target != "text":
+            raise ValueError(f"lexicon_penalty needs target 'text', got {self.target!r}")
 
 
 def sample(
@@ -180,6 +190,11 @@ class _RowDecoder:
             torch.arange(streams - 1, device=device)
         )
         self.ctc = self._ctc_scorer(prompts) if config.ctc_weight > 0 else None
+        self.lexicon = None
+        if config.lexicon_penalty > 0:
+            if config.lexicon is None:
+                raise ValueError("lexicon_penalty > 0 needs a lexicon (GenerationConfig.lexicon)")
+            self.lexicon = LexiconState(config.lexicon, len(prompts))
 
     @torch.no_grad()
     def _ctc_scorer(self, prompts: list[torch.Tensor]) -> CTCPrefixScorer:
@@ -268,12 +283,13 @@ class _RowDecoder:
             logits = self.model.head_logits(step.hidden, *self.window) + bias
             if self.ctc is not None:
                 logits = self._joint_scores(logits)
+            logits = self._with_lexicon(logits)
             token0 = sample(logits, self.stream0_sampling, self.generator) + self.window[0]
             token0 = self._stop_as_eos(token0.masked_fill(k >= self.limits, self.eos))
             ended = eos_frame >= 0
             token0 = token0.masked_fill(ended, self.pad)
             eos_frame.masked_fill_(~ended & (token0 == self.eos), k)
-            self._advance_ctc(token0)
+            self._advance(token0)
             stream0_history[:, k] = token0
             row[:, 0] = token0
         if streams == 1:
@@ -294,13 +310,32 @@ class _RowDecoder:
             token0 = token0.masked_fill(torch.isin(token0, self.stop_ids), self.eos)
         return token0
 
-    def _advance_ctc(self, token0: torch.Tensor) -> None:
-        """Extend the CTC prefix of each hypothesis by its chosen stream-0 id [B] (joint
-        decoding only); eos, pad and other non-text ids leave it as it is."""
+    def _advance(self, token0: torch.Tensor) -> None:
+        """Extend the CTC prefix and the lexicon state of each hypothesis by its chosen
+        stream-0 id [B] (where they are used); eos, pad and other non-text ids leave them."""
+        if self.ctc is None and self.lexicon is None:
+            return
+        text_lo, text_hi = self.model.token_list.ranges["text"]
+        is_text = (token0 >= text_lo) & (token0 < text_hi)
+        text_ids = torch.where(is_text, token0 - text_lo, -1)
         if self.ctc is not None:
-            text_lo, text_hi = self.model.token_list.ranges["text"]
-            is_text = (token0 >= text_lo) & (token0 < text_hi)
-            self.ctc.advance(torch.where(is_text, token0 - text_lo, -1))
+            self.ctc.advance(text_ids)
+        if self.lexicon is not None:
+            self.lexicon.advance(text_ids.tolist())
+
+    def _with_lexicon(self, scores: torch.Tensor) -> torch.Tensor:
+        """Stream-0 scores over the window [B, W] less lexicon_penalty per word each id would
+        charge (text ids, and eos for a last word that is only a prefix); -inf stays."""
+        if self.lexicon is None:
+            return scores
+        lo = self.window[0]
+        text_lo, text_hi = self.model.token_list.ranges["text"]
+        text = slice(text_lo - lo, text_hi - lo)
+        text_ids = torch.arange(text_hi - text_lo)
+        charges = torch.zeros_like(scores, dtype=torch.float32)
+        charges[:, text] = self.lexicon.charges(text_ids, scores[:, text] > float("-inf"))
+        charges[:, self.eos - lo] = self.lexicon.end_charges().to(scores.device)
+        return scores - self.config.lexicon_penalty * charges.to(scores.dtype)
 
     def _keep_prompt_streams(self, row: torch.Tensor, k: int) -> torch.Tensor:
         """Generated row k [B, S] with the streams whose frame is still a prompt frame (s > k)
@@ -323,6 +358,8 @@ class _RowDecoder:
             self.condition_rows = self.condition_rows[index]
         if self.ctc is not None:
             self.ctc.select(index)
+        if self.lexicon is not None:
+            self.lexicon.select(index)
 
     @torch.no_grad()
     def beam_search(self, beam: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -367,7 +404,13 @@ class _RowDecoder:
                 if self.ctc is not None
                 else logits.float().log_softmax(-1)
             )  # [H, W]
-            step_scores = torch.where((ended | (k >= self.limits))[:, None], only_eos, step_scores)
+            step_scores = self._with_lexicon(step_scores)
+            at_limit = ~ended & (k >= self.limits)
+            step_scores = torch.where((ended | at_limit)[:, None], only_eos, step_scores)
+            if self.lexicon is not None and bool(at_limit.any()):
+                # A forced end still pays for a last word that is only a prefix.
+                charges = self.lexicon.end_charges().to(self.device) * at_limit
+                step_scores[:, eos_column] -= config.lexicon_penalty * charges
             candidates = (scores[:, None] + step_scores).view(prompts, -1)  # [P, beam * W]
             best, flat = candidates.topk(beam, dim=-1)  # [P, beam], best first
             parent = (first_hyp + flat // step_scores.shape[1]).flatten()  # [H]
@@ -379,7 +422,9 @@ class _RowDecoder:
             history[:, k] = token0
             if self.ctc is not None:
                 self.ctc.select(parent)
-            self._advance_ctc(token0)
+            if self.lexicon is not None:
+                self.lexicon.select(parent)
+            self._advance(token0)
             if bool(ended.view(prompts, beam)[:, 0].all()):
                 break
             if not torch.equal(parent, in_place):

@@ -51,6 +51,11 @@ class TextTokenizer(Protocol):
         """Every token string in id order (the text block of the joint vocabulary)."""
         ...
 
+    def surfaces(self) -> list[str]:
+        """The text each id adds to a transcript, in id order: a word-initial piece starts
+        with a space; special ids add nothing ("")."""
+        ...
+
     def save(self, directory: str | os.PathLike) -> None: ...
 
 
@@ -102,6 +107,21 @@ class HFTextTokenizer:
         # vocabulary names unused text rows, so every entry stays a unique string.
         return [f"<unused_text_{i}>" if t is None else t for i, t in enumerate(tokens)]
 
+    def surfaces(self) -> list[str]:
+        special = set(self.tokenizer.all_special_ids)
+        out = []
+        for i, token in enumerate(self.tokenizer.convert_ids_to_tokens(range(self.vocab_size))):
+            if token is None or i in special:
+                out.append("")
+                continue
+            text = self.tokenizer.convert_tokens_to_string([token])
+            # Byte-level BPE keeps its "Ġ" as a leading space; sentencepiece-based ones may
+            # strip the "▁" of a lone piece, so it is put back here.
+            if token.startswith("\u2581") and not text.startswith(" "):
+                text = " " + text
+            out.append(text)
+        return out
+
     def save(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)
         self.tokenizer.save_pretrained(str(directory))
@@ -142,6 +162,15 @@ class SentencePieceTokenizer:
 
     def tokens(self) -> list[str]:
         return [self.processor.id_to_piece(i) for i in range(self.vocab_size)]
+
+    def surfaces(self) -> list[str]:
+        processor = self.processor
+        return [
+            ""
+            if processor.is_control(i) or processor.is_unknown(i)
+            else processor.id_to_piece(i).replace("\u2581", " ")
+            for i in range(self.vocab_size)
+        ]
 
     def save(self, directory: str | os.PathLike) -> None:
         directory = Path(directory)

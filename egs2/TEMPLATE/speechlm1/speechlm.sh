@@ -14,7 +14,9 @@
 #  4  tokenization                dump/raw/<set>/, data/<text set>/,      dump/tokens/<set>/{speech.scp,text.scp,
 #                                 exp/tokenizers/                          utt2num_frames,utt2num_tokens,utt2spk}
 #  5  vocabulary + manifests      exp/tokenizers/, dump/tokens/           data/token_list.json,
-#                                                                         exp/manifests/<task>_<set>/data.json
+#                                                                         exp/manifests/<task>_<set>/data.json,
+#                                 dump/raw/<train_set>/text, data/<text   data/lexicon.txt (the words ASR decoding's
+#                                 train set>/text                          lexicon_penalty knows; packed in stage 9/11)
 #  6  base text LM (optional)     --base_lm_config, textlm manifests      exp/base_lm_<tag>/, its text LM in
 #                                                                          Hugging Face format: exp/base_lm_<tag>/hf/
 #  7  pre-training                --train_config, manifests               exp/speechlm_<tag>/
@@ -128,6 +130,7 @@ read -r -a text_test_set_list <<<"${text_test_sets}"
 speech_sets=("${train_set}" "${valid_set}" "${test_set_list[@]}")
 text_sets=(${text_train_set:+"${text_train_set}"} "${text_test_set_list[@]}")
 token_list=data/token_list.json
+lexicon=data/lexicon.txt
 
 # ------------------------------------------------------------------------------------- helpers
 # require <stage> <path>...: inputs of this stage that stage <stage> makes.
@@ -425,6 +428,13 @@ make_manifest() {
 stage_5() {
   local text_dir semantic_dir codec_dir tokenizer_inputs base_model set task
   find_tokenizers
+  # The words of the text the model reads (as the text tokenizer's training text, stage 3).
+  local texts=("dump/raw/${train_set}/text" ${text_train_set:+"data/${text_train_set}/text"})
+  require 2 "${texts[0]}"
+  if ! marker=.lexicon_done is_done data "${texts[@]}"; then
+    "${python}" -m opuslm.bin.make_lexicon --text "${texts[@]}" --output "${lexicon}"
+    marker=.lexicon_done mark_done data
+  fi
   # An inherited text tokenizer is the base LM's: the text block then has its embedding rows.
   base_model=$(pretrained_tokenizer text)
   if ! is_done data "${tokenizer_inputs[@]}"; then
@@ -509,11 +519,14 @@ pack_model() {
   find_tokenizers
   prompt_wav=$(head -n 1 "dump/raw/${train_set}/wav.scp" | cut -d' ' -f2-)
   local inputs=("${model}/.done" "${decode_config}" "${prompt_wav}" "${tokenizer_inputs[@]}")
+  local with_lexicon=()
+  [ -f "${lexicon}" ] && with_lexicon=(--lexicon "${lexicon}") && inputs+=("${lexicon}")
   mkdir -p "${model}/packed"
   is_done "${model}/packed" "${inputs[@]}" && return 0
   "${python}" -m opuslm.bin.pack --checkpoint "${model}" --text_tokenizer_dir "${text_dir}" \
     --semantic_dir "${semantic_dir}" --codec_dir "${codec_dir}" --output_dir "${model}/packed" \
-    --default_prompt_wav "${prompt_wav}" --decode_config "${decode_config}"
+    --default_prompt_wav "${prompt_wav}" --decode_config "${decode_config}" \
+    ${with_lexicon[@]+"${with_lexicon[@]}"}
   mark_done "${model}/packed"
 }
 

@@ -1,0 +1,72 @@
+"""Write a word lexicon (`word count` per line, most frequent first) from Kaldi text tables.
+
+The words are those `opuslm.model.lexicon` scores ASR hypotheses with: runs of letters, digits
+and apostrophes, lower-cased. Stage 5 of the recipes builds it from the training transcripts and
+the text-only training set (the text the model reads), and packing stores it with the model.
+
+    python -m opuslm.bin.make_lexicon --text data/train/text data/text_train/text \\
+        --output data/lexicon.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from opuslm.data.datadir import DataDirError, read_table
+from opuslm.fileio import write_text_atomic
+from opuslm.model.lexicon import words_of
+
+log = logging.getLogger("opuslm.make_lexicon")
+
+
+def count_words(paths: list[Path]) -> Counter[str]:
+    """Word counts over the transcripts of Kaldi text tables (`uttid text` lines)."""
+    counts: Counter[str] = Counter()
+    for path in paths:
+        for text in read_table(path).values():
+            counts.update(words_of(text))
+    return counts
+
+
+def lexicon_text(counts: Counter[str], min_count: int) -> str:
+    kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    return "".join(f"{word} {counts[word]}\n" for word in kept)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--text", nargs="+", required=True, type=Path, help="Kaldi text tables")
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument(
+        "--min_count", type=int, default=1, help="leave out words seen fewer times than this"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.min_count < 1:
+        parser.error(f"--min_count must be >= 1, got {args.min_count}")
+    try:
+        counts = count_words(args.text)
+    except (DataDirError, OSError) as e:
+        log.error("%s", e)
+        return 1
+    text = lexicon_text(counts, args.min_count)
+    if not text:
+        log.error("no words with at least %d occurrences in %s", args.min_count, args.text)
+        return 1
+    write_text_atomic(args.output, text)
+    log.info(
+        "%d words (of %d distinct, %d tokens) -> %s",
+        text.count("\n"),
+        len(counts),
+        sum(counts.values()),
+        args.output,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
