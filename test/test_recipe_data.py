@@ -391,3 +391,12 @@ def test_librispeech_errors_name_the_file_and_line(tmp_path, libri_root):
         librispeech.read_chapter(trans)
     missing = librispeech.main(["--corpus_root", str(corpus), "--output_dir", str(tmp_path / "d")])
     assert missing == 1  # only dev-clean exists, the default subsets ask for all seven
+
+
+def test_flite_runs_without_the_recipes_tcmalloc_preload_only():
+    lib = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+    recipe = {"PATH": "/bin", "LD_PRELOAD": lib, "OPUSLM_TCMALLOC_LIB": lib}
+    assert flite.flite_env(recipe) == {"PATH": "/bin", "OPUSLM_TCMALLOC_LIB": lib}
+    own = {**recipe, "LD_PRELOAD": "/opt/libjemalloc.so"}  # the user's preload stays
+    assert flite.flite_env(own) == own
+    assert flite.flite_env({"LD_PRELOAD": lib}) == {"LD_PRELOAD": lib}  # not set by path.sh

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,14 +221,20 @@ def synthesize(utterances: Sequence[Utterance], wav_dir: Path, nj: int) -> None:
             pass
 
 
-# One short flite process per utterance: the recipes' tcmalloc preload (path.sh, meant for the
-# Python processes; it names it in OPUSLM_TCMALLOC_LIB) would add ~3 ms of start-up to each. A
-# preload of the user's own stays.
-FLITE_ENV = dict(os.environ)
-if FLITE_ENV.get("OPUSLM_TCMALLOC_LIB") and (
-    FLITE_ENV.get("LD_PRELOAD") == FLITE_ENV["OPUSLM_TCMALLOC_LIB"]
-):
-    del FLITE_ENV["LD_PRELOAD"]
+def flite_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment flite runs in: `environ` without the recipes' tcmalloc preload.
+
+    One short flite process per utterance: the preload (path.sh, meant for the Python processes;
+    it names it in OPUSLM_TCMALLOC_LIB) would add ~3 ms of start-up to each. A preload of the
+    user's own stays.
+    """
+    env = dict(environ)
+    if env.get("OPUSLM_TCMALLOC_LIB") and env.get("LD_PRELOAD") == env["OPUSLM_TCMALLOC_LIB"]:
+        del env["LD_PRELOAD"]
+    return env
+
+
+FLITE_ENV = flite_env(os.environ)
 
 
 def _flite(utt: Utterance, wav_dir: Path) -> None:
