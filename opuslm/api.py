@@ -38,7 +38,6 @@ from opuslm.audio import resample
 from opuslm.model.generate import GenerationConfig, generate, generate_stream
 from opuslm.packing import (
     PackedModel,
-    PackError,
     check_decoding_model,
     generation_config,
     load_packed,
@@ -93,13 +92,8 @@ class OpusLM:
         merged = merge_settings(settings, overrides or {})
         where = f"decoding settings for {task}"
         config = generation_config(task, merged, where)
-        check_decoding_model(config, self.model, where)
+        check_decoding_model(config, self.model, where, self.packed.lexicon is not None)
         if config.lexicon_penalty > 0:
-            if self.packed.lexicon is None:
-                raise PackError(
-                    f"{where}: lexicon_penalty > 0 needs a lexicon, and {self.packed.directory} "
-                    "was packed without one (opuslm.bin.pack --lexicon)"
-                )
             config.lexicon = self.packed.lexicon
         eos = self.text_tokenizer.eos_id
         if task == "textlm" and eos is not None:

@@ -145,12 +145,20 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
         raise PackError(f"{where}: bad decoding settings for {task}: {e}") from None
 
 
-def check_decoding_model(config: GenerationConfig, model: MultiStreamLM, where: str) -> None:
-    """Raise PackError if `model` cannot decode with `config` (ctc_weight without a CTC head)."""
+def check_decoding_model(
+    config: GenerationConfig, model: MultiStreamLM, where: str, has_lexicon: bool = False
+) -> None:
+    """Raise PackError if `model` cannot decode with `config`: ctc_weight without a CTC head,
+    lexicon_penalty without a packed lexicon."""
     if config.ctc_weight > 0 and model.ctc_head is None:
         raise PackError(
             f"{where}: ctc_weight {config.ctc_weight} needs a model with a CTC head, and this "
             "one was trained without (model.ctc_weight 0)"
+        )
+    if config.lexicon_penalty > 0 and not has_lexicon:
+        raise PackError(
+            f"{where}: lexicon_penalty > 0 needs a lexicon, and none is packed with the model "
+            "(opuslm.bin.pack --lexicon)"
         )
 
 
@@ -548,9 +556,7 @@ def pack(
         settings[task] = merge_settings(settings.get(task, {}), overrides)
         where = f"decoding settings for {task}"
         config = generation_config(task, settings[task], where)
-        check_decoding_model(config, model, where)
-        if config.lexicon_penalty > 0 and lexicon is None:
-            raise PackError(f"{where}: lexicon_penalty > 0 needs a lexicon (pack's --lexicon)")
+        check_decoding_model(config, model, where, has_lexicon=lexicon is not None)
     config = PackedConfig(
         model=model.config_dict(),
         sample_rate=int(codec.sample_rate),

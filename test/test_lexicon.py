@@ -90,7 +90,7 @@ def test_state_charges_only_scored_entries_and_follows_the_beam():
     state.advance(ids("a", "b"))  # hyp 0 at "a", hyp 1 at "b"
     scored = torch.zeros(2, NUM_TEXT, dtype=torch.bool)
     scored[:, ids("a", "b", " ")] = True
-    charges = state.charges(torch.arange(NUM_TEXT), scored)
+    charges = state.charges(scored)
     assert charges[0, ids("a", "b", " ")].tolist() == [1, 0, 1]  # "aa", "ab", "a "
     assert charges[1, ids("a", "b", " ")].tolist() == [0, 1, 1]
     assert float(charges[:, ID["c"]].abs().sum()) == 0  # not scored: left 0

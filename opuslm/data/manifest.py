@@ -209,13 +209,15 @@ class Manifest:
 
         Raises ManifestError if none is that short.
         """
-        keep = self.lengths(prompt_frames) <= max_length
-        if not keep.any():
+        lengths = self.lengths(prompt_frames)
+        if not (lengths <= max_length).any():
             raise ManifestError(
                 f"{self.path}: no utterance has at most {max_length} rows (shortest: "
-                f"{int(self.lengths(prompt_frames).min())}); raise max_length"
+                f"{int(lengths.min())}); raise max_length"
             )
-        utterances = {u: v for u, v, k in zip(self.utterances, self.utterances.values(), keep) if k}
+        utterances = {
+            u: v for (u, v), n in zip(self.utterances.items(), lengths) if n <= max_length
+        }
         return dataclasses.replace(self, utterances=utterances)
 
     def load_token_list(self) -> TokenList:

@@ -331,9 +331,8 @@ class _RowDecoder:
         lo = self.window[0]
         text_lo, text_hi = self.model.token_list.ranges["text"]
         text = slice(text_lo - lo, text_hi - lo)
-        text_ids = torch.arange(text_hi - text_lo)
         charges = torch.zeros_like(scores, dtype=torch.float32)
-        charges[:, text] = self.lexicon.charges(text_ids, scores[:, text] > float("-inf"))
+        charges[:, text] = self.lexicon.charges(scores[:, text] > float("-inf"))
         charges[:, self.eos - lo] = self.lexicon.end_charges().to(scores.device)
         return scores - self.config.lexicon_penalty * charges.to(scores.dtype)
 
@@ -404,13 +403,10 @@ class _RowDecoder:
                 if self.ctc is not None
                 else logits.float().log_softmax(-1)
             )  # [H, W]
+            step_scores = torch.where((k >= self.limits)[:, None], only_eos, step_scores)
+            # After the forced ends, so that one still pays for a last word that is only a prefix.
             step_scores = self._with_lexicon(step_scores)
-            at_limit = ~ended & (k >= self.limits)
-            step_scores = torch.where((ended | at_limit)[:, None], only_eos, step_scores)
-            if self.lexicon is not None and bool(at_limit.any()):
-                # A forced end still pays for a last word that is only a prefix.
-                charges = self.lexicon.end_charges().to(self.device) * at_limit
-                step_scores[:, eos_column] -= config.lexicon_penalty * charges
+            step_scores = torch.where(ended[:, None], only_eos, step_scores)
             candidates = (scores[:, None] + step_scores).view(prompts, -1)  # [P, beam * W]
             best, flat = candidates.topk(beam, dim=-1)  # [P, beam], best first
             parent = (first_hyp + flat // step_scores.shape[1]).flatten()  # [H]

@@ -138,16 +138,15 @@ class LexiconState:
         self.lexicon = lexicon
         self.nodes = [ROOT] * num_hyps
 
-    def charges(self, text_ids: torch.Tensor, scored: torch.Tensor) -> torch.Tensor:
+    def charges(self, scored: torch.Tensor) -> torch.Tensor:
         """Words charged [H, C] if hypothesis h appends text id c, where `scored` [H, C] (other
         entries, e.g. banned ids, are left 0)."""
         charges = torch.zeros(scored.shape, dtype=torch.float32)
-        hyps, columns = scored.nonzero(as_tuple=True)
+        hyps, text_ids = scored.nonzero(as_tuple=True)
         if len(hyps):
-            ids = text_ids[columns].tolist()
             move, nodes = self.lexicon.move, self.nodes
-            counts = [move(nodes[h], i)[1] for h, i in zip(hyps.tolist(), ids)]
-            charges[hyps, columns] = torch.tensor(counts, dtype=torch.float32)
+            counts = [move(nodes[h], i)[1] for h, i in zip(hyps.tolist(), text_ids.tolist())]
+            charges[hyps, text_ids] = torch.tensor(counts, dtype=torch.float32)
         return charges.to(scored.device)
 
     def end_charges(self) -> torch.Tensor:
