@@ -24,6 +24,7 @@ import transformers
 from torch import nn
 
 from opuslm.model.delay import delay
+from opuslm.model.guided_attention import GuidedAttention, guide_pairs, guided
 from opuslm.vocab import MODALITIES, TokenList, VocabError
 
 DEFAULT_LOSS_WEIGHTS = {"text": 1.0, "special": 10.0, "semantic": 0.5, "acoustic": 1.0 / 16}
@@ -98,6 +99,7 @@ class MultiStreamLM(nn.Module):
         ctc_weight: float = 0.0,
         prefix_lm: bool = False,
         ctc_upsample: int = 1,
+        guided_attention: GuidedAttention | dict | None = None,
     ) -> None:
         super().__init__()
         if ctc_weight < 0:
@@ -141,6 +143,12 @@ class MultiStreamLM(nn.Module):
             if ctc_weight
             else None
         )
+        # Optional diagonal prior on the text <-> speech attention (training loss only).
+        if isinstance(guided_attention, dict):
+            guided_attention = GuidedAttention(**guided_attention)
+        if guided_attention is not None:
+            guided_attention.check_body(body.config)
+        self.guided_attention = guided_attention
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -152,6 +160,7 @@ class MultiStreamLM(nn.Module):
         ctc_weight: float = 0.0,
         prefix_lm: bool = False,
         ctc_upsample: int = 1,
+        guided_attention: GuidedAttention | dict | None = None,
         **from_pretrained_kwargs: Any,
     ) -> MultiStreamLM:
         """Extend a base causal LM: a local HF directory (no download) or a config (random init)."""
@@ -162,7 +171,9 @@ class MultiStreamLM(nn.Module):
             body = transformers.AutoModelForCausalLM.from_pretrained(
                 os.fspath(base), local_files_only=True, **kwargs
             )
-        return cls(body, token_list, loss_weights, ctc_weight, prefix_lm, ctc_upsample)
+        return cls(
+            body, token_list, loss_weights, ctc_weight, prefix_lm, ctc_upsample, guided_attention
+        )
 
     def config_dict(self) -> dict:
         """JSON/YAML-serialisable description; `from_config_dict` rebuilds the architecture."""
@@ -175,6 +186,9 @@ class MultiStreamLM(nn.Module):
             "ctc_weight": self.ctc_weight,
             "prefix_lm": self.prefix_lm,
             "ctc_upsample": self.ctc_upsample,
+            "guided_attention": (
+                self.guided_attention.to_dict() if self.guided_attention is not None else None
+            ),
         }
 
     @classmethod
@@ -194,6 +208,7 @@ class MultiStreamLM(nn.Module):
             config.get("ctc_weight", 0.0),
             config.get("prefix_lm", False),
             config.get("ctc_upsample", 1),
+            config.get("guided_attention"),
         )
 
     def _extend_vocabulary(self) -> None:
@@ -223,6 +238,10 @@ class MultiStreamLM(nn.Module):
 
     def gradient_checkpointing_enable(self) -> None:
         """Activation checkpointing in the body's decoder layers (trades compute for memory)."""
+        if self.guided_attention is not None:
+            # The recomputation in backward would run the body's plain attention, not the
+            # recording wrapper, and so save other tensors than the forward did.
+            raise ValueError("guided attention does not work with gradient checkpointing")
         self.body.activation_checkpointing_enable({"use_reentrant": False})
 
     # ------------------------------------------------------------------ pieces
@@ -309,6 +328,7 @@ class MultiStreamLM(nn.Module):
         loss_mask: BoolTensor [B, T], frames whose tokens are targets.
         lengths: LongTensor [B], valid frames per example.
         A (row, stream) target gets loss iff its frame is in loss_mask and its id is not pad.
+        The optional CTC and guided-attention losses join each example's loss sum.
         """
         batch, num_frames, streams = frames.shape
         if streams != self.num_streams:
@@ -327,7 +347,25 @@ class MultiStreamLM(nn.Module):
             has_target = target_frames.any(1)
             first_target = torch.where(has_target, target_frames.int().argmax(1), 0)  # [B]
             mask = prefix_attention_mask(first_target, delayed.shape[1] - 1)
-        hidden, _ = self.hidden_states(delayed[:, :-1], attention_mask=mask)  # [B, L-1, H]
+        pairs = None
+        if self.guided_attention is not None:
+            text_range, speech_range = (
+                self.token_list.ranges["text"],
+                self.token_list.ranges["semantic"],
+            )
+            pairs = guide_pairs(
+                frames,
+                target_frames,
+                lengths,
+                text_range,
+                speech_range,
+                self.guided_attention.sigma,
+            )
+        if pairs is None:
+            hidden, _ = self.hidden_states(delayed[:, :-1], attention_mask=mask)  # [B, L-1, H]
+        else:
+            with guided(self.body, self.guided_attention, pairs) as recorder:
+                hidden, _ = self.hidden_states(delayed[:, :-1], attention_mask=mask)
         example_index = torch.arange(batch, device=frames.device)[:, None].expand_as(
             targets[..., 0]
         )
@@ -357,6 +395,16 @@ class MultiStreamLM(nn.Module):
             example_loss_sum.index_add_(0, ctc_examples, self.ctc_weight * ctc)
             stats["loss_sum/ctc"] = float(ctc.detach().sum())
             stats["count/ctc"] = float(num_chars)
+        if self.guided_attention is not None:
+            # Fixed stat names whether or not this batch has a pair (ranks reduce the same keys).
+            penalty, rows = hidden.new_zeros(0), 0
+            if pairs is not None:
+                penalty, rows = recorder.penalty(), int(pairs.num_queries.sum())
+                example_loss_sum.index_add_(
+                    0, pairs.examples, self.guided_attention.weight * penalty.to(ce0.dtype)
+                )
+            stats["loss_sum/guided"] = float(penalty.detach().sum())
+            stats["count/guided"] = float(rows)
         loss_sum = example_loss_sum.sum()
         return LMOutput(
             loss=loss_sum / num_target_frames.clamp(min=1),

@@ -21,6 +21,8 @@ from typing import Any, Union
 
 import yaml
 
+from opuslm.model.guided_attention import GuidedAttention
+
 
 class ConfigError(ValueError):
     """A config key that does not exist or a value of the wrong type."""
@@ -39,6 +41,10 @@ class ModelConfig:
     prefix_lm: bool = False
     # CTC outputs per speech frame (MultiStreamLM.ctc_upsample); 1 = one label per frame.
     ctc_upsample: int = 1
+    # Guided attention (opuslm/model/guided_attention.py): a diagonal prior on the attention of
+    # transcript rows to speech rows and back, e.g. {weight: 1.0, sigma: 0.2, layers: [1, 2],
+    # heads: 2}; None = off.
+    guided_attention: dict[str, Any] | None = None
     gradient_checkpointing: bool = False
 
 
@@ -172,6 +178,16 @@ class Config:
         if self.model.ctc_upsample < 1:
             upsample = self.model.ctc_upsample
             raise ConfigError(f"{where}: model.ctc_upsample must be >= 1, got {upsample}")
+        if self.model.guided_attention is not None:
+            try:
+                GuidedAttention(**self.model.guided_attention)
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"{where}: model.guided_attention: {error}") from None
+            if self.model.gradient_checkpointing:
+                raise ConfigError(
+                    f"{where}: model.guided_attention does not work with "
+                    "model.gradient_checkpointing"
+                )
         if not self.model.base:
             raise ConfigError(f"{where}: model.base is required (HF directory or config dict)")
         if not self.data.token_list:

@@ -87,6 +87,7 @@ def build_model(config: Config, token_list: TokenList) -> MultiStreamLM:
         config.model.ctc_weight,
         config.model.prefix_lm,
         config.model.ctc_upsample,
+        config.model.guided_attention,
     )
 
 
