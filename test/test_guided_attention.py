@@ -189,6 +189,11 @@ def test_settings_round_trip_and_are_checked(tmp_path):
     assert load_config(write("  guided_attention: {weight: 1}\n")).model.guided_attention == {
         "weight": 1
     }
+    # Command-line overrides fill the section a config leaves at None.
+    overridden = load_config(
+        write(""), ["model.guided_attention.weight=2", "--model.guided_attention.layers=[0]"]
+    )
+    assert overridden.model.guided_attention == {"weight": 2, "layers": [0]}
 
 
 def test_the_wrapper_refuses_to_run_outside_a_guided_forward():

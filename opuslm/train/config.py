@@ -341,7 +341,9 @@ def apply_override(data: dict, key: str, value: Any) -> None:
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
-        child = node.setdefault(part, {})
+        if node.get(part) is None:  # missing, or an optional section left at None
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
             raise ConfigError(f"command line: {key}: {part} is not a section")
         node = child
