@@ -402,8 +402,10 @@ def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
 
 
-def test_bf16_precision_autocasts_on_the_cpu(tmp_path):
+def test_bf16_precision_autocasts_on_the_cpu(tmp_path, monkeypatch):
     """precision bf16 runs the matmuls in bfloat16 on a CPU too; weights stay fp32; losses close."""
+    # The test machine may lack native bf16 (then the trainer would fall back to fp32).
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16_kernels", lambda: True)
     config_path = make_experiment(tmp_path, schedule={"max_steps": 3}, train={"valid_interval": 9})
     losses = {}
     for precision in ("fp32", "bf16"):
@@ -427,10 +429,30 @@ def test_bf16_falls_back_to_fp32_on_a_cpu_without_bf16_kernels(tmp_path, monkeyp
     config = load_config(make_experiment(tmp_path), ["train.precision=bf16"])
     with caplog.at_level(logging.WARNING, logger="opuslm.train"):
         trainer = Trainer(config, tmp_path / "exp", SINGLE)
-    assert "no bf16 matmul kernels; training in fp32" in caplog.text
+    assert "no native bf16 matmuls" in caplog.text and "training in fp32" in caplog.text
     linear = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Linear))
     with trainer.autocast:
         assert linear(torch.zeros(1, linear.in_features)).dtype == torch.float32
+
+
+CASCADE_LAKE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"
+
+
+@pytest.mark.parametrize(
+    "cpuinfo,native",
+    [
+        (CASCADE_LAKE, False),  # AVX-512 without BF16: oneDNN emulates it, slower than fp32
+        (CASCADE_LAKE.replace("avx512_vnni", "avx512_vnni avx512_bf16"), True),  # Cooper Lake
+        (CASCADE_LAKE.replace("avx512_vnni", "amx_bf16 amx_tile"), True),  # Sapphire Rapids
+        ("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n", True),  # Arm Neoverse V1
+        ("processor\t: 0\nFeatures\t: fp asimd\n", False),
+    ],
+)
+def test_bf16_kernels_need_the_cpu_flag(cpuinfo, native, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert trainer_module.cpu_has_bf16_kernels(cpuinfo) is native
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert trainer_module.cpu_has_bf16_kernels(cpuinfo) is False  # oneDNN without bf16 at all
 
 
 def test_non_finite_steps_are_skipped_then_stop(tmp_path):
