@@ -150,14 +150,13 @@ class GuideRecorder:
 
     def record(self, query: torch.Tensor, key: torch.Tensor, scaling: float) -> None:
         """query [B, H, L, D], key [B, H_kv, L, D] (after the rotary embedding)."""
-        pairs, heads = self.pairs, self.guide.heads
+        pairs = self.pairs
+        heads = torch.arange(self.guide.heads, device=query.device)
         group = query.shape[1] // key.shape[1]  # grouped-query attention: H / H_kv
-        kv_heads = torch.arange(heads, device=key.device) // group
-        q = query[pairs.examples, :heads]  # [B', h, L, D]
-        k = key[pairs.examples][:, kv_heads]  # [B', h, L, D]
-        dim = q.shape[-1]
-        q = q.gather(2, pairs.query_rows[:, None, :, None].expand(-1, heads, -1, dim))
-        k = k.gather(2, pairs.key_rows[:, None, :, None].expand(-1, heads, -1, dim))
+        examples = pairs.examples[:, None, None]
+        # One advanced index each: only the pair rows of the guided heads are copied.
+        q = query[examples, heads[None, :, None], pairs.query_rows[:, None, :]]  # [B', h, Q, D]
+        k = key[examples, (heads // group)[None, :, None], pairs.key_rows[:, None, :]]
         scores = (q @ k.transpose(-1, -2)).float() * scaling  # [B', h, Q, K]
         scores = scores.masked_fill(~pairs.key_valid[:, None, None, :], float("-inf"))
         attention = scores.softmax(-1)

@@ -1,0 +1,97 @@
+"""Guided attention's training cost (`model.guided_attention`) on this machine.
+
+ours     : the MultiStreamLM loss + backward + AdamW step with the guided-attention loss on
+           (the setting in conf/exp/experiments.tsv's guided rows: weight 1.0, sigma 0.2, all 4
+           heads of layers 1-3), which records the rotated queries and keys of the guided layers
+           and scores the transcript <-> speech pairs of every ASR and TTS example.
+baseline : the same step without it.
+Both: copies of one model (the mini recipe's body: hidden 256, 4 layers, 5 streams, CTC weight
+1.0, prefix LM), the same ASR / TTS batches from the trainer's own data pipeline, alternating which
+goes first; positions per second over the second half of the steps (warm-up excluded), in fp32.
+
+    .venv/bin/python benchmarks/bench_guided_attention.py [--steps 40] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+from bench_trainer import BODY, BareStep  # noqa: E402
+from test_manifest import tiny_token_list  # noqa: E402
+from test_trainer import make_experiment  # noqa: E402
+
+from opuslm.model.guided_attention import GuidedAttention  # noqa: E402
+from opuslm.train.config import load_config  # noqa: E402
+from opuslm.train.distributed import DistInfo  # noqa: E402
+from opuslm.train.trainer import Trainer  # noqa: E402
+
+GUIDE = GuidedAttention(weight=1.0, sigma=0.2, layers=(1, 2, 3), heads=4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch_bins", type=int, default=3072, help="the demo's batch budget")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        token_list = tiny_token_list(
+            num_text=100, num_semantic=256, num_codebooks=4, codebook_size=256
+        )
+        config_path = make_experiment(
+            root,
+            num_utts=400,
+            corpus={"speech_frames": (50, 130), "text_tokens": (30, 80), "token_list": token_list},
+            model={"base": BODY, "ctc_weight": 1.0, "prefix_lm": True},
+            data={"batch_bins": args.batch_bins, "num_workers": 0, "valid": []},
+            schedule={"type": "constant", "warmup_steps": 0, "max_steps": args.steps},
+            train={
+                "valid_interval": 10**6,
+                "save_interval": 10**6,
+                "deterministic": False,
+                "progress_bar": False,
+            },
+        )
+        info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+        trainer = Trainer(load_config(config_path), root / "exp", info)
+        steps = {"plain": BareStep(trainer.model, device)}
+        steps["guided"] = BareStep(trainer.model, device)
+        steps["guided"].model.guided_attention = GUIDE
+        timed_from = args.steps // 2
+
+        def side_by_side(micro_batches, sums):
+            order = ["plain", "guided"] if trainer.step % 2 == 0 else ["guided", "plain"]
+            for name in order:
+                if trainer.step == timed_from:
+                    steps[name].reset_timer()
+                steps[name].run(micro_batches[0])
+            return True  # the trainer's own model is not stepped: only the two copies are timed
+
+        trainer.train_step = side_by_side
+        trainer.run()
+    plain, guided = steps["plain"], steps["guided"]
+    ours, baseline = guided.positions / guided.seconds, plain.positions / plain.seconds
+    print(
+        "| benchmark | setting | guided positions/s | plain positions/s | ratio | "
+        "loss at the last step guided / plain |"
+    )
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| bench_guided_attention | {device.type}, {args.threads} thread(s), batch_bins "
+        f"{args.batch_bins}, {args.steps} steps | {ours:.0f} | {baseline:.0f} | "
+        f"{ours / baseline:.2f} | {guided.last_loss:.3f} / {plain.last_loss:.3f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
