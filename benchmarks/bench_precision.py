@@ -22,14 +22,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
-from bench_trainer import BODY, BareStep  # noqa: E402
-from test_manifest import tiny_token_list  # noqa: E402
-from test_trainer import make_experiment  # noqa: E402
+from bench_trainer import BareStep, demo_step_trainer, time_side_by_side  # noqa: E402
 
-from opuslm.train.config import load_config  # noqa: E402
-from opuslm.train.distributed import DistInfo  # noqa: E402
-from opuslm.train.trainer import Trainer, cpu_has_bf16_kernels  # noqa: E402
+from opuslm.train.trainer import cpu_has_bf16_kernels  # noqa: E402
 
 
 def main() -> None:
@@ -41,40 +36,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        token_list = tiny_token_list(
-            num_text=100, num_semantic=256, num_codebooks=4, codebook_size=256
-        )
-        config_path = make_experiment(
-            root,
-            num_utts=400,
-            corpus={"speech_frames": (50, 130), "text_tokens": (30, 80), "token_list": token_list},
-            model={"base": BODY, "ctc_weight": 1.0, "prefix_lm": True},
-            data={"batch_bins": args.batch_bins, "num_workers": 0, "valid": []},
-            schedule={"type": "constant", "warmup_steps": 0, "max_steps": args.steps},
-            train={
-                "valid_interval": 10**6,
-                "save_interval": 10**6,
-                "deterministic": False,
-                "progress_bar": False,
-            },
-        )
-        info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
-        trainer = Trainer(load_config(config_path), root / "exp", info)
+        trainer = demo_step_trainer(Path(tmp), args.steps, args.batch_bins, device)
         steps = {"fp32": BareStep(trainer.model, device)}
         steps["bf16"] = BareStep(trainer.model, device, torch.autocast(device.type, torch.bfloat16))
-        timed_from = args.steps // 2
-
-        def side_by_side(micro_batches, sums):
-            order = ["fp32", "bf16"] if trainer.step % 2 == 0 else ["bf16", "fp32"]
-            for name in order:
-                if trainer.step == timed_from:
-                    steps[name].reset_timer()
-                steps[name].run(micro_batches[0])
-            return True  # the trainer's own model is not stepped: only the two copies are timed
-
-        trainer.train_step = side_by_side
-        trainer.run()
+        time_side_by_side(trainer, steps)
     fp32, bf16 = steps["fp32"], steps["bf16"]
     ours, baseline = bf16.positions / bf16.seconds, fp32.positions / fp32.seconds
     kernels = "bf16 kernels" if device.type == "cuda" or cpu_has_bf16_kernels() else "no bf16"

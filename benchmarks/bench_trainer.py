@@ -102,6 +102,47 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def demo_step_trainer(root: Path, steps: int, batch_bins: int, device: torch.device) -> Trainer:
+    """A Trainer over a synthetic ASR / TTS corpus (3:1, 400 utterances) with the demo's body, CTC
+    weight 1.0 and prefix LM: the setting bench_precision and bench_guided_attention time."""
+    token_list = tiny_token_list(num_text=100, num_semantic=256, num_codebooks=4, codebook_size=256)
+    config_path = make_experiment(
+        root,
+        num_utts=400,
+        corpus={"speech_frames": (50, 130), "text_tokens": (30, 80), "token_list": token_list},
+        model={"base": BODY, "ctc_weight": 1.0, "prefix_lm": True},
+        data={"batch_bins": batch_bins, "num_workers": 0, "valid": []},
+        schedule={"type": "constant", "warmup_steps": 0, "max_steps": steps},
+        train={
+            "valid_interval": 10**6,
+            "save_interval": 10**6,
+            "deterministic": False,
+            "progress_bar": False,
+        },
+    )
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
+    return Trainer(load_config(config_path), root / "exp", info)
+
+
+def time_side_by_side(trainer: Trainer, steps: dict[str, BareStep]) -> None:
+    """Run the trainer's data pipeline, each batch through every BareStep in turn (the order
+    alternating per step, so a drifting machine load hits all of them), timed over the second
+    half of the steps. The trainer's own model is not stepped."""
+    timed_from = trainer.config.schedule.max_steps // 2
+    names = list(steps)
+
+    def side_by_side(micro_batches: list[Batch], sums: object) -> bool:
+        order = names if trainer.step % 2 == 0 else names[::-1]
+        for name in order:
+            if trainer.step == timed_from:
+                steps[name].reset_timer()
+            steps[name].run(micro_batches[0])
+        return True
+
+    trainer.train_step = side_by_side
+    trainer.run()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=30)

@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_lm import ctc_batch, tiny_config, tiny_token_list
+from test_lm import (
+    ctc_batch,
+    single_thread,  # noqa: F401  (autouse: one thread for tiny models)
+    tiny_config,
+    tiny_token_list,
+)
 
 from opuslm.model.delay import delay
 from opuslm.model.guided_attention import GuidedAttention, guide_pairs
@@ -15,14 +20,6 @@ from opuslm.model.lm import MultiStreamLM, prefix_attention_mask
 from opuslm.train.config import ConfigError, load_config
 
 GUIDE = {"weight": 0.5, "sigma": 0.3, "layers": [1], "heads": 2}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def models(kind: str = "llama", prefix_lm: bool = False):
