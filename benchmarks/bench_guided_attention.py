@@ -14,15 +14,17 @@ goes first; positions per second over the second half of the steps (warm-up excl
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_trainer import BareStep, demo_step_trainer, time_side_by_side  # noqa: E402
+from bench_trainer import (  # noqa: E402
+    BareStep,
+    demo_step_trainer,
+    side_by_side_args,
+    time_side_by_side,
+)
 
 from opuslm.model.guided_attention import GuidedAttention  # noqa: E402
 
@@ -30,13 +32,7 @@ GUIDE = GuidedAttention(weight=1.0, sigma=0.2, layers=(1, 2, 3), heads=4)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch_bins", type=int, default=3072, help="the demo's batch budget")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args, device = side_by_side_args(__doc__)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = demo_step_trainer(Path(tmp), args.steps, args.batch_bins, device)
         steps = {"plain": BareStep(trainer.model, device)}

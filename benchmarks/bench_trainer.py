@@ -102,6 +102,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def side_by_side_args(description: str) -> tuple[argparse.Namespace, torch.device]:
+    """--steps / --threads / --batch_bins of the side-by-side step benchmarks (threads set)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch_bins", type=int, default=3072, help="the demo's batch budget")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    return args, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def demo_step_trainer(root: Path, steps: int, batch_bins: int, device: torch.device) -> Trainer:
     """A Trainer over a synthetic ASR / TTS corpus (3:1, 400 utterances) with the demo's body, CTC
     weight 1.0 and prefix LM: the setting bench_precision and bench_guided_attention time."""
