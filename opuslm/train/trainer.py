@@ -271,8 +271,8 @@ class Trainer:
             self.log.truncate_after(self.step)
         self.stop = StopFlag()
         # bf16 autocast: matmuls in bfloat16, weights, optimizer state and loss reductions in
-        # fp32. On a CPU it pays only where oneDNN has bf16 kernels (AVX-512 or Arm bf16); on
-        # others it would be emulated and slower than fp32, so it falls back with a warning.
+        # fp32. On a CPU it pays only with native bf16 instructions (cpu_has_bf16_kernels); on
+        # others, plain AVX-512 included, oneDNN emulates it slower than fp32, so it falls back.
         use_bf16 = cfg_train.precision == "bf16"
         if use_bf16 and self.device.type == "cpu" and not cpu_has_bf16_kernels():
             logger.warning(
