@@ -39,6 +39,8 @@ import transformers
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from opuslm.model.positions import compact_positions
+
 WRAPPER_PREFIX = "opuslm_guided_"
 
 
@@ -116,8 +118,8 @@ def guide_pairs(
     pick_asr = is_asr[examples, None]
     queries = torch.where(pick_asr, asr_queries[examples], tts_queries[examples])  # [B', T]
     keys = torch.where(pick_asr, asr_keys[examples], tts_keys[examples])
-    query_rows, num_queries = _compact(queries)
-    key_rows, num_keys = _compact(keys)
+    query_rows, num_queries = compact_positions(queries)
+    key_rows, num_keys = compact_positions(keys)
     query_rows = (query_rows - 1).clamp(min=0)
 
     q_index = torch.arange(query_rows.shape[1], device=frames.device)
@@ -129,14 +131,6 @@ def guide_pairs(
     prior = prior * (q_index[None] < num_queries[:, None])[:, :, None]
     key_valid = k_index[None] < num_keys[:, None]
     return GuidePairs(examples, query_rows, key_rows, prior, key_valid, num_queries)
-
-
-def _compact(selected: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """selected [B, T] bool -> the selected positions of each row, in order, left-aligned
-    [B, N] (N = the most per row; the rest arbitrary) and their number per row [B]."""
-    counts = selected.sum(1)
-    order = torch.argsort((~selected).to(torch.int8), dim=1, stable=True)
-    return order[:, : int(counts.max())], counts
 
 
 class GuideRecorder:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from opuslm.model.delay import delay
 from opuslm.model.guided_attention import GuidedAttention, guide_pairs, guided
+from opuslm.model.positions import compact_positions
 from opuslm.vocab import MODALITIES, TokenList, VocabError
 
 DEFAULT_LOSS_WEIGHTS = {"text": 1.0, "special": 10.0, "semantic": 0.5, "acoustic": 1.0 / 16}
@@ -349,23 +351,20 @@ class MultiStreamLM(nn.Module):
             mask = prefix_attention_mask(first_target, delayed.shape[1] - 1)
         pairs = None
         if self.guided_attention is not None:
-            text_range, speech_range = (
-                self.token_list.ranges["text"],
-                self.token_list.ranges["semantic"],
-            )
+            ranges = self.token_list.ranges
             pairs = guide_pairs(
                 frames,
                 target_frames,
                 lengths,
-                text_range,
-                speech_range,
+                ranges["text"],
+                ranges["semantic"],
                 self.guided_attention.sigma,
             )
-        if pairs is None:
+        recording = (
+            nullcontext() if pairs is None else guided(self.body, self.guided_attention, pairs)
+        )
+        with recording as recorder:
             hidden, _ = self.hidden_states(delayed[:, :-1], attention_mask=mask)  # [B, L-1, H]
-        else:
-            with guided(self.body, self.guided_attention, pairs) as recorder:
-                hidden, _ = self.hidden_states(delayed[:, :-1], attention_mask=mask)
         example_index = torch.arange(batch, device=frames.device)[:, None].expand_as(
             targets[..., 0]
         )
@@ -436,9 +435,8 @@ class MultiStreamLM(nn.Module):
             return hidden.new_zeros(0), used, 0
         text, stream0 = text[used], stream0[used]
         log_probs, input_lengths = self._speech_log_probs(hidden[used], speech[used])
-        target_lengths = text.sum(1)  # [B']
-        text_order = torch.argsort((~text).to(torch.int8), dim=1, stable=True)
-        targets = stream0.gather(1, text_order[:, : int(target_lengths.max())]) - txt_lo
+        text_positions, target_lengths = compact_positions(text)  # [B', N], [B']
+        targets = stream0.gather(1, text_positions) - txt_lo
         targets = targets.clamp(0, txt_hi - txt_lo - 1)  # entries past a target's length: unused
         ctc = F.ctc_loss(
             log_probs.transpose(0, 1),
@@ -493,10 +491,8 @@ class MultiStreamLM(nn.Module):
         Speech frame t is read at hidden row t + S - 1, the first row that has seen all of its
         streams (stream s is delayed by s).
         """
-        input_lengths = speech.sum(1)  # [B]
-        # A stable sort of "not speech" moves each example's speech frames to the front, in order.
-        speech_order = torch.argsort((~speech).to(torch.int8), dim=1, stable=True)
-        rows = speech_order[:, : int(input_lengths.max())] + self.num_streams - 1  # [B, N]
+        speech_positions, input_lengths = compact_positions(speech)  # [B, N], [B]
+        rows = speech_positions + self.num_streams - 1
         picked = hidden.gather(1, rows[..., None].expand(-1, -1, hidden.shape[-1]))
         logits = self.ctc_head(picked).float()  # [B, N, U * (C + 1)]
         # Frame n's U outputs become outputs nU .. nU + U - 1; padding frames stay at the end.
