@@ -86,15 +86,21 @@ class OpusLM:
         overrides: e.g. {"semantic": {"greedy": True}, "max_frames": 200}, or for asr
         {"ctc_weight": 0.3} (joint CTC / LM decoding; needs a model trained with a CTC head)
         and {"beam_size": 4} (beam search instead of greedy), {"lexicon_penalty": 2.0} (a model
-        packed with a lexicon: each word not in it costs that much score).
+        packed with a lexicon: each word not in it costs that much score), {"word_lm_weight": 0.5}
+        (a model packed with a word LM: shallow fusion with it).
         """
         settings = self.packed.config.decoding.get(task, {})
         merged = merge_settings(settings, overrides or {})
         where = f"decoding settings for {task}"
         config = generation_config(task, merged, where)
-        check_decoding_model(config, self.model, where, self.packed.lexicon is not None)
+        packed = self.packed
+        check_decoding_model(
+            config, self.model, where, packed.lexicon is not None, packed.word_lm is not None
+        )
         if config.lexicon_penalty > 0:
-            config.lexicon = self.packed.lexicon
+            config.lexicon = packed.lexicon
+        if config.word_lm_weight > 0:
+            config.word_lm = packed.word_lm
         eos = self.text_tokenizer.eos_id
         if task == "textlm" and eos is not None:
             # textlm sequences end with the tokenizer's own eos (a text id, not the joint eos).

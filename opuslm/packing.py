@@ -13,6 +13,8 @@
                                     `synthesize` gets no prompt
         lexicon.txt                 optional: the word list of ASR decoding's lexicon_penalty
                                     (`opuslm.model.lexicon`), one word per line
+        word_lm.counts              optional: the n-gram counts of ASR decoding's word LM
+                                    (word_lm_weight, `opuslm.model.word_lm`)
 
 Only safetensors, JSON, YAML and plain text are read, so a planted pickle is refused, never run.
 `pack` writes the directory under a temporary name and renames it into place; it checks that the
@@ -41,6 +43,7 @@ from opuslm.fileio import write_directory_atomic
 from opuslm.model.generate import GenerationConfig, SamplingConfig
 from opuslm.model.lexicon import Lexicon, LexiconError
 from opuslm.model.lm import MultiStreamLM
+from opuslm.model.word_lm import WordLMError, WordLMScorer, WordNgramLM
 from opuslm.tasks import TASK_TARGETS, crop_prompt
 from opuslm.tokenizers.frames import FrameAlignmentError, check_compatible, tokenize_waveforms
 from opuslm.train.checkpoint import load_weights, resolve_checkpoint, save_weights
@@ -57,6 +60,7 @@ SEMANTIC = "semantic"
 CODEC = "codec"
 DEFAULT_PROMPT = "default_prompt.safetensors"
 LEXICON = "lexicon.txt"
+WORD_LM = "word_lm.counts"
 # What a packed directory must hold, for error messages (the default prompt is optional).
 REQUIRED_ENTRIES = {
     CONFIG: "model architecture, tokenizer paths, sample rate, decoding defaults",
@@ -119,6 +123,7 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
         "ctc_pre_beam": int,
         "beam_size": int,
         "lexicon_penalty": float,
+        "word_lm_weight": float,
     }
     known = {"text", "semantic", "acoustic", *scalars}
     unknown = sorted(set(settings) - known)
@@ -146,10 +151,14 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
 
 
 def check_decoding_model(
-    config: GenerationConfig, model: MultiStreamLM, where: str, has_lexicon: bool = False
+    config: GenerationConfig,
+    model: MultiStreamLM,
+    where: str,
+    has_lexicon: bool = False,
+    has_word_lm: bool = False,
 ) -> None:
     """Raise PackError if `model` cannot decode with `config`: ctc_weight without a CTC head,
-    lexicon_penalty without a packed lexicon."""
+    lexicon_penalty without a packed lexicon, word_lm_weight without a packed word LM."""
     if config.ctc_weight > 0 and model.ctc_head is None:
         raise PackError(
             f"{where}: ctc_weight {config.ctc_weight} needs a model with a CTC head, and this "
@@ -159,6 +168,11 @@ def check_decoding_model(
         raise PackError(
             f"{where}: lexicon_penalty > 0 needs a lexicon, and none is packed with the model "
             "(opuslm.bin.pack --lexicon)"
+        )
+    if config.word_lm_weight > 0 and not has_word_lm:
+        raise PackError(
+            f"{where}: word_lm_weight > 0 needs a word LM, and none is packed with the model "
+            "(opuslm.bin.pack --word_lm)"
         )
 
 
@@ -200,6 +214,7 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "codec": (str,),
     "default_prompt": _OPTIONAL_PATH,
     "lexicon": _OPTIONAL_PATH,
+    "word_lm": _OPTIONAL_PATH,
     "source_checkpoint": _OPTIONAL_PATH,
     "format": (int,),
 }
@@ -222,6 +237,7 @@ class PackedConfig:
     codec: str = CODEC
     default_prompt: str | None = None
     lexicon: str | None = None
+    word_lm: str | None = None
     source_checkpoint: str | None = None
     format: int = FORMAT_VERSION
 
@@ -266,7 +282,7 @@ class PackedConfig:
             raise PackError(
                 f"{path}: packed format {config.format}, this version reads {FORMAT_VERSION}"
             )
-        for name in ("text_tokenizer", "semantic", "codec", "default_prompt", "lexicon"):
+        for name in ("text_tokenizer", "semantic", "codec", "default_prompt", "lexicon", "word_lm"):
             entry = getattr(config, name)
             # A packed model is self-contained: an entry outside it (absolute, or climbing out
             # with "..") would load whatever that path holds on the user's machine.
@@ -398,6 +414,7 @@ class PackedModel:
     codec: Any
     default_prompt: np.ndarray | None  # raw token rows [P, S], or None
     lexicon: Lexicon | None = None  # read through the text tokenizer's surfaces
+    word_lm: WordLMScorer | None = None  # likewise
 
 
 def load_tokenizers(
@@ -468,6 +485,9 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
     lexicon = None
     if config.lexicon is not None:
         lexicon = read_lexicon(directory / config.lexicon, text_tokenizer)
+    word_lm = None
+    if config.word_lm is not None:
+        word_lm = read_word_lm(directory / config.word_lm, text_tokenizer)
     return PackedModel(
         directory=directory,
         config=config,
@@ -478,6 +498,7 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
         codec=codec,
         default_prompt=default_prompt,
         lexicon=lexicon,
+        word_lm=word_lm,
     )
 
 
@@ -485,6 +506,13 @@ def read_lexicon(path: Path, text_tokenizer) -> Lexicon:
     try:
         return Lexicon.load(path, text_tokenizer.surfaces())
     except LexiconError as e:
+        raise PackError(str(e)) from None
+
+
+def read_word_lm(path: Path, text_tokenizer) -> WordLMScorer:
+    try:
+        return WordLMScorer(WordNgramLM.load(path), text_tokenizer.surfaces())
+    except WordLMError as e:
         raise PackError(str(e)) from None
 
 
@@ -517,6 +545,7 @@ def pack(
     default_prompt_wav: str | os.PathLike | None = None,
     decoding: dict[str, dict] | None = None,
     lexicon: str | os.PathLike | None = None,
+    word_lm: str | os.PathLike | None = None,
 ) -> Path:
     """Write a packed model directory from a checkpoint and the three tokenizer directories.
 
@@ -526,6 +555,8 @@ def pack(
         utterance is a good choice); it is stored as tokens, cut to `prompt_frames`.
     decoding: per-task overrides of the default decoding settings.
     lexicon: a word list (one word per line) for ASR decoding with lexicon_penalty > 0.
+    word_lm: word n-gram counts (`opuslm.bin.make_lexicon --word_lm`) for ASR decoding with
+        word_lm_weight > 0.
     """
     if prompt_frames is not None and prompt_frames <= 0:
         raise PackError(f"prompt_frames must be positive, got {prompt_frames}")
@@ -551,12 +582,18 @@ def pack(
     if lexicon is not None:
         read_lexicon(Path(lexicon), text_tokenizer)  # refuse a bad file now, not at decoding
         lexicon_text = Path(lexicon).read_text(encoding="utf-8")
+    word_lm_text = None
+    if word_lm is not None:
+        read_word_lm(Path(word_lm), text_tokenizer)  # likewise
+        word_lm_text = Path(word_lm).read_text(encoding="utf-8")
     settings = _default_decoding(codec.frame_rate)
     for task, overrides in (decoding or {}).items():
         settings[task] = merge_settings(settings.get(task, {}), overrides)
         where = f"decoding settings for {task}"
         config = generation_config(task, settings[task], where)
-        check_decoding_model(config, model, where, has_lexicon=lexicon is not None)
+        check_decoding_model(
+            config, model, where, lexicon is not None, has_word_lm=word_lm is not None
+        )
     config = PackedConfig(
         model=model.config_dict(),
         sample_rate=int(codec.sample_rate),
@@ -566,6 +603,7 @@ def pack(
         decoding=settings,
         default_prompt=DEFAULT_PROMPT if default_prompt is not None else None,
         lexicon=LEXICON if lexicon_text is not None else None,
+        word_lm=WORD_LM if word_lm_text is not None else None,
         source_checkpoint=str(step_dir.resolve()),
     )
 
@@ -580,6 +618,8 @@ def pack(
             save_numpy_file({"prompt": default_prompt}, str(directory / DEFAULT_PROMPT))
         if lexicon_text is not None:
             (directory / LEXICON).write_text(lexicon_text, encoding="utf-8")
+        if word_lm_text is not None:
+            (directory / WORD_LM).write_text(word_lm_text, encoding="utf-8")
 
     return write_directory_atomic(output_dir, write)
 

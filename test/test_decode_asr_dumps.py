@@ -13,6 +13,7 @@ from test_trainer import SINGLE, make_experiment
 from opuslm.bin import decode_asr_dumps
 from opuslm.bin.decode_asr_dumps import load_checkpoint_model, transcribe_manifest
 from opuslm.data.manifest import Manifest
+from opuslm.model.word_lm import WordNgramLM
 from opuslm.train.config import load_config
 from opuslm.train.trainer import Trainer
 
@@ -64,7 +65,7 @@ def test_transcripts_cover_the_manifest_and_do_not_depend_on_batching(tmp_path, 
         [*argv, "--max_frames", "6", "--ctc_weight", "0.5", "--ctc_pre_beam", "3"]
         + ["--beam_size", "2"]
     )
-    assert seen["args"][-5:] == (0.5, 3, 2, None, 0.0)
+    assert seen["args"][-7:] == (0.5, 3, 2, None, 0.0, None, 0.0)
     lines = output.read_text().splitlines()
     assert len(lines) == len(manifest.uttids)
     # ... and --lexicon with --lexicon_penalty, read through the tokenizer's surfaces.
@@ -76,10 +77,18 @@ def test_transcripts_cover_the_manifest_and_do_not_depend_on_batching(tmp_path, 
         lambda _: SimpleNamespace(decode=as_words, surfaces=lambda: ["a", "b", " "]),
     )
     decode_asr_dumps.main([*argv, "--lexicon", str(lexicon), "--lexicon_penalty", "2.5"])
-    passed, penalty = seen["args"][-2:]
+    passed, penalty = seen["args"][-4:-2]
     assert penalty == 2.5 and len(passed) == 2 and passed.move(0, 0)[1] == 0
+    # ... and --word_lm with --word_lm_weight, likewise.
+    counts = tmp_path / "word_lm.counts"
+    WordNgramLM.from_sentences([["ab", "ba"]], 2).save(counts)
+    decode_asr_dumps.main([*argv, "--word_lm", str(counts), "--word_lm_weight", "0.5"])
+    passed, weight = seen["args"][-2:]
+    assert weight == 0.5 and passed.lm.words == ["ab", "ba"] and passed.surfaces == ["a", "b", " "]
     with pytest.raises(SystemExit):
         decode_asr_dumps.main([*argv, "--lexicon_penalty", "2.5"])  # no --lexicon
+    with pytest.raises(SystemExit):
+        decode_asr_dumps.main([*argv, "--word_lm_weight", "0.5"])  # no --word_lm
 
 
 def test_a_tts_manifest_or_joint_decoding_without_a_ctc_head_is_refused(tmp_path):

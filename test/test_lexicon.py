@@ -143,7 +143,7 @@ def test_the_penalty_is_subtracted_per_charged_word_and_joins_the_beam_score():
     decoder.lexicon.advance(ids("a", "b"))
     scores = torch.randn(2, decoder.window[1] - lo)
     scores[:, text_lo + ID["c"]] = float("-inf")  # a banned id stays banned
-    penalised = decoder._with_lexicon(scores)
+    penalised = decoder._with_word_scores(scores)
     assert penalised[0, text_lo + ID["b"]] == scores[0, text_lo + ID["b"]]  # "ab"
     assert penalised[0, text_lo + ID["a"]] == scores[0, text_lo + ID["a"]] - 2.5  # "aa"
     assert penalised[1, text_lo + ID["a"]] == scores[1, text_lo + ID["a"]]  # "ba"

@@ -2,7 +2,8 @@
 
 Greedy, or beam search with --beam_size > 1. With --ctc_weight > 0 (a checkpoint trained with a
 CTC head) decoding is joint CTC / LM, as in `opuslm.model.generate`; with --lexicon and
---lexicon_penalty > 0 each word not in the lexicon costs that much score (`opuslm.model.lexicon`).
+--lexicon_penalty > 0 each word not in the lexicon costs that much score (`opuslm.model.lexicon`);
+with --word_lm and --word_lm_weight > 0 a word n-gram LM is fused in (`opuslm.model.word_lm`).
 
 For experiments (egs2/mini_flite EXPERIMENTS.md): a checkpoint's held-out transcripts straight from
 the `asr` manifest that stage 5 wrote, on CPU or GPU, in batches. The output is a Kaldi `text`
@@ -31,6 +32,7 @@ from opuslm.fileio import write_text_atomic
 from opuslm.model.generate import GenerationConfig, generate
 from opuslm.model.lexicon import Lexicon, LexiconError
 from opuslm.model.lm import MultiStreamLM
+from opuslm.model.word_lm import WordLMError, WordLMScorer, WordNgramLM
 from opuslm.packing import load_checkpoint_model as read_checkpoint_model
 from opuslm.tasks import Example, generation_prompt
 from opuslm.tokenizers.text import load_text_tokenizer
@@ -56,6 +58,8 @@ def transcribe_manifest(
     beam_size: int = GenerationConfig.beam_size,
     lexicon: Lexicon | None = None,
     lexicon_penalty: float = 0.0,
+    word_lm: WordLMScorer | None = None,
+    word_lm_weight: float = 0.0,
 ) -> dict[str, str]:
     """{uttid: transcript} of every utterance of an `asr` manifest, longest first (greedy, or
     beam search with beam_size > 1)."""
@@ -71,6 +75,8 @@ def transcribe_manifest(
         beam_size=beam_size,
         lexicon=lexicon,
         lexicon_penalty=lexicon_penalty,
+        word_lm=word_lm,
+        word_lm_weight=word_lm_weight,
     )
     reader = ManifestReader(manifest, prompt_source="self", prompt_frames=0)
     order = np.argsort(-manifest.lengths(0), kind="stable")  # similar lengths share a batch
@@ -119,6 +125,13 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="score each word not in --lexicon costs (0: no lexicon)",
     )
+    parser.add_argument("--word_lm", help="word n-gram counts (opuslm.bin.make_lexicon --word_lm)")
+    parser.add_argument(
+        "--word_lm_weight",
+        type=float,
+        default=0.0,
+        help="weight of --word_lm's log-probs in the beam (0: no word LM)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -135,6 +148,14 @@ def main(argv: list[str] | None = None) -> None:
             lexicon = Lexicon.load(args.lexicon, tokenizer.surfaces())
         except LexiconError as e:
             parser.error(str(e))
+    word_lm = None
+    if args.word_lm_weight > 0:
+        if args.word_lm is None:
+            parser.error("--word_lm_weight > 0 needs --word_lm")
+        try:
+            word_lm = WordLMScorer(WordNgramLM.load(args.word_lm), tokenizer.surfaces())
+        except WordLMError as e:
+            parser.error(str(e))
     with torch.inference_mode():
         hyps = transcribe_manifest(
             model,
@@ -148,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
             args.beam_size,
             lexicon,
             args.lexicon_penalty,
+            word_lm,
+            args.word_lm_weight,
         )
     lines = [f"{uttid} {text}".rstrip() for uttid, text in sorted(hyps.items())]
     write_text_atomic(Path(args.output), "\n".join(lines) + "\n")

@@ -244,9 +244,13 @@ def write_decode_config(args: argparse.Namespace, decoder: Decoder) -> None:
             ctc_pre_beam=config.ctc_pre_beam,
             beam_size=config.beam_size,
             lexicon_penalty=config.lexicon_penalty,
+            word_lm_weight=config.word_lm_weight,
         )
         if config.lexicon is not None:
             settings["lexicon_words"] = len(config.lexicon)
+        if config.word_lm is not None:
+            settings["word_lm_words"] = len(config.word_lm.lm)
+            settings["word_lm_order"] = config.word_lm.lm.order
     if args.task == "tts":
         settings["prompt"] = "prompt_scp" if args.prompt_scp is not None else "default"
         settings["own_prefix"] = decoder.own_prefix

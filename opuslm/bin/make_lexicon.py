@@ -3,9 +3,11 @@
 The words are those `opuslm.model.lexicon` scores ASR hypotheses with: runs of letters, digits
 and apostrophes, lower-cased. Stage 5 of the recipes builds it from the training transcripts and
 the text-only training set (the text the model reads), and packing stores it with the model.
+With --word_lm it also writes the n-gram counts of a word LM over the same words
+(`opuslm.model.word_lm`, for shallow fusion in ASR decoding).
 
     python -m opuslm.bin.make_lexicon --text data/train/text data/text_train/text \\
-        --output data/lexicon.txt
+        --output data/lexicon.txt --word_lm data/word_lm.counts
 """
 
 from __future__ import annotations
@@ -19,17 +21,14 @@ from pathlib import Path
 from opuslm.data.datadir import DataDirError, read_table
 from opuslm.fileio import write_text_atomic
 from opuslm.model.lexicon import words_of
+from opuslm.model.word_lm import WordNgramLM
 
 log = logging.getLogger("opuslm.make_lexicon")
 
 
-def count_words(paths: list[Path]) -> Counter[str]:
-    """Word counts over the transcripts of Kaldi text tables (`uttid text` lines)."""
-    counts: Counter[str] = Counter()
-    for path in paths:
-        for text in read_table(path).values():
-            counts.update(words_of(text))
-    return counts
+def read_sentences(paths: list[Path]) -> list[list[str]]:
+    """The words of each transcript of Kaldi text tables (`uttid text` lines)."""
+    return [words_of(text) for path in paths for text in read_table(path).values()]
 
 
 def lexicon_text(counts: Counter[str], min_count: int) -> str:
@@ -41,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--text", nargs="+", required=True, type=Path, help="Kaldi text tables")
     parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--word_lm", type=Path, help="also write word n-gram counts here")
+    parser.add_argument("--word_lm_order", type=int, default=3, help="n of the word n-grams")
     parser.add_argument(
         "--min_count", type=int, default=1, help="leave out words seen fewer times than this"
     )
@@ -48,11 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.min_count < 1:
         parser.error(f"--min_count must be >= 1, got {args.min_count}")
+    if args.word_lm_order < 1:
+        parser.error(f"--word_lm_order must be >= 1, got {args.word_lm_order}")
     try:
-        counts = count_words(args.text)
+        sentences = read_sentences(args.text)
     except (DataDirError, OSError) as e:
         log.error("%s", e)
         return 1
+    counts = Counter(word for words in sentences for word in words)
     text = lexicon_text(counts, args.min_count)
     if not text:
         log.error("no words with at least %d occurrences in %s", args.min_count, args.text)
@@ -65,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         sum(counts.values()),
         args.output,
     )
+    if args.word_lm is not None:
+        # Every sentence, so the LM's vocabulary is the lexicon at --min_count 1.
+        lm = WordNgramLM.from_sentences(sentences, args.word_lm_order)
+        lm.save(args.word_lm)
+        log.info("%d %d-grams of %d words -> %s", len(lm.counts), lm.order, len(lm), args.word_lm)
     return 0
 
 

@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         help="word list (one word per line, e.g. from opuslm.bin.make_lexicon) packed for ASR "
         "decoding with lexicon_penalty > 0",
     )
+    parser.add_argument(
+        "--word_lm",
+        type=Path,
+        help="word n-gram counts (opuslm.bin.make_lexicon --word_lm) packed for ASR decoding "
+        "with word_lm_weight > 0",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             default_prompt_wav=args.default_prompt_wav,
             decoding=read_decode_config(args.decode_config),
             lexicon=args.lexicon,
+            word_lm=args.word_lm,
         )
     except PackError as e:
         log.error("%s", e)

@@ -28,6 +28,7 @@ from opuslm.model.ctc_prefix import CTCPrefixScorer
 from opuslm.model.delay import delay, undelay
 from opuslm.model.lexicon import Lexicon, LexiconState
 from opuslm.model.lm import MultiStreamLM, StepOutput, prefix_attention_mask
+from opuslm.model.word_lm import WordLMScorer, WordLMState
 from opuslm.tasks import num_condition_frames
 
 TARGETS = {"text": "text", "speech": "semantic"}  # target -> modality of its stream-0 tokens
@@ -83,6 +84,11 @@ class GenerationConfig:
     # lose to the known ones; an unknown word still wins where the scores agree on it.
     lexicon_penalty: float = 0.0
     lexicon: Lexicon | None = field(default=None, repr=False)
+    # > 0 (text targets, with `word_lm`): shallow fusion with a word n-gram LM, each text id
+    # scored this much times the word LM's look-ahead log-prob (`opuslm.model.word_lm`), so
+    # word sequences the small LM's characters do not know well still get a word-level prior.
+    word_lm_weight: float = 0.0
+    word_lm: WordLMScorer | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_len_ratio < 0:
@@ -107,6 +113,10 @@ class GenerationConfig:
             raise ValueError(f"lexicon_penalty must be >= 0, got {self.lexicon_penalty}")
         if self.lexicon_penalty > 0 and self.target != "text":
             raise ValueError(f"lexicon_penalty needs target 'text', got {self.target!r}")
+        if self.word_lm_weight < 0:
+            raise ValueError(f"word_lm_weight must be >= 0, got {self.word_lm_weight}")
+        if self.word_lm_weight > 0 and self.target != "text":
+            raise ValueError(f"word_lm_weight needs target 'text', got {self.target!r}")
 
 
 def sample(
@@ -195,6 +205,11 @@ class _RowDecoder:
             if config.lexicon is None:
                 raise ValueError("lexicon_penalty > 0 needs a lexicon (GenerationConfig.lexicon)")
             self.lexicon = LexiconState(config.lexicon, len(prompts))
+        self.word_lm = None
+        if config.word_lm_weight > 0:
+            if config.word_lm is None:
+                raise ValueError("word_lm_weight > 0 needs a word LM (GenerationConfig.word_lm)")
+            self.word_lm = WordLMState(config.word_lm, len(prompts))
 
     @torch.no_grad()
     def _ctc_scorer(self, prompts: list[torch.Tensor]) -> CTCPrefixScorer:
@@ -283,7 +298,7 @@ class _RowDecoder:
             logits = self.model.head_logits(step.hidden, *self.window) + bias
             if self.ctc is not None:
                 logits = self._joint_scores(logits)
-            logits = self._with_lexicon(logits)
+            logits = self._with_word_scores(logits)
             token0 = sample(logits, self.stream0_sampling, self.generator) + self.window[0]
             token0 = self._stop_as_eos(token0.masked_fill(k >= self.limits, self.eos))
             ended = eos_frame >= 0
@@ -313,7 +328,7 @@ class _RowDecoder:
     def _advance(self, token0: torch.Tensor) -> None:
         """Extend the CTC prefix and the lexicon state of each hypothesis by its chosen
         stream-0 id [B] (where they are used); eos, pad and other non-text ids leave them."""
-        if self.ctc is None and self.lexicon is None:
+        if self.ctc is None and self.lexicon is None and self.word_lm is None:
             return
         text_lo, text_hi = self.model.token_list.ranges["text"]
         is_text = (token0 >= text_lo) & (token0 < text_hi)
@@ -322,19 +337,30 @@ class _RowDecoder:
             self.ctc.advance(text_ids)
         if self.lexicon is not None:
             self.lexicon.advance(text_ids.tolist())
+        if self.word_lm is not None:
+            self.word_lm.advance(text_ids.tolist())
 
-    def _with_lexicon(self, scores: torch.Tensor) -> torch.Tensor:
+    def _with_word_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """Stream-0 scores over the window [B, W] less lexicon_penalty per word each id would
-        charge (text ids, and eos for a last word that is only a prefix); -inf stays."""
-        if self.lexicon is None:
+        charge and plus word_lm_weight times its word-LM look-ahead log-prob (text ids, and eos
+        for the last word and the sentence end); -inf stays."""
+        if self.lexicon is None and self.word_lm is None:
             return scores
         lo = self.window[0]
         text_lo, text_hi = self.model.token_list.ranges["text"]
         text = slice(text_lo - lo, text_hi - lo)
-        charges = torch.zeros_like(scores, dtype=torch.float32)
-        charges[:, text] = self.lexicon.charges(scores[:, text] > float("-inf"))
-        charges[:, self.eos - lo] = self.lexicon.end_charges().to(scores.device)
-        return scores - self.config.lexicon_penalty * charges.to(scores.dtype)
+        scored = scores[:, text] > float("-inf")
+        added = torch.zeros_like(scores, dtype=torch.float32)
+        if self.lexicon is not None:
+            penalty = self.config.lexicon_penalty
+            added[:, text] -= penalty * self.lexicon.charges(scored)
+            added[:, self.eos - lo] -= penalty * self.lexicon.end_charges().to(scores.device)
+        if self.word_lm is not None:
+            weight = self.config.word_lm_weight
+            added[:, text] += weight * self.word_lm.scores(scored)
+            added[:, self.eos - lo] += weight * self.word_lm.end_scores().to(scores.device)
+        # -inf + a finite score stays -inf, so banned ids stay banned.
+        return scores + added.to(scores.dtype)
 
     def _keep_prompt_streams(self, row: torch.Tensor, k: int) -> torch.Tensor:
         """Generated row k [B, S] with the streams whose frame is still a prompt frame (s > k)
@@ -359,6 +385,8 @@ class _RowDecoder:
             self.ctc.select(index)
         if self.lexicon is not None:
             self.lexicon.select(index)
+        if self.word_lm is not None:
+            self.word_lm.select(index)
 
     @torch.no_grad()
     def beam_search(self, beam: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -405,7 +433,7 @@ class _RowDecoder:
             )  # [H, W]
             step_scores = torch.where((k >= self.limits)[:, None], only_eos, step_scores)
             # After the forced ends, so that one still pays for a last word that is only a prefix.
-            step_scores = self._with_lexicon(step_scores)
+            step_scores = self._with_word_scores(step_scores)
             step_scores = torch.where(ended[:, None], only_eos, step_scores)
             candidates = (scores[:, None] + step_scores).view(prompts, -1)  # [P, beam * W]
             best, flat = candidates.topk(beam, dim=-1)  # [P, beam], best first
@@ -420,6 +448,8 @@ class _RowDecoder:
                 self.ctc.select(parent)
             if self.lexicon is not None:
                 self.lexicon.select(parent)
+            if self.word_lm is not None:
+                self.word_lm.select(parent)
             self._advance(token0)
             if bool(ended.view(prompts, beam)[:, 0].all()):
                 break
