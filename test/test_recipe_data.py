@@ -200,6 +200,10 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
     lexicon = (recipe / "data" / "lexicon.txt").read_text()
     assert (model / "packed" / "lexicon.txt").read_text() == lexicon
     assert f"lexicon_words: {len(lexicon.splitlines())}" in settings
+    # ... and its word LM over the same words.
+    word_lm = (recipe / "data" / "word_lm.counts").read_text()
+    assert (model / "packed" / "word_lm.counts").read_text() == word_lm
+    assert {"word_lm_weight: 0.3", f"word_lm_words: {len(lexicon.splitlines())}"} <= set(settings)
     assert "## asr: test" in (model / "RESULTS.md").read_text()
     assert (model / "packed" / "model.safetensors").is_file()
     assert (exp / "base_lm_smoke" / "hf" / "model.safetensors").is_file()

@@ -16,7 +16,8 @@
 #  5  vocabulary + manifests      exp/tokenizers/, dump/tokens/           data/token_list.json,
 #                                                                         exp/manifests/<task>_<set>/data.json,
 #                                 dump/raw/<train_set>/text, data/<text   data/lexicon.txt (the words ASR decoding's
-#                                 train set>/text                          lexicon_penalty knows; packed in stage 9/11)
+#                                 train set>/text                          lexicon_penalty knows) and data/word_lm.counts
+#                                                                         (its word LM's trigrams; both packed in stage 9/11)
 #  6  base text LM (optional)     --base_lm_config, textlm manifests      exp/base_lm_<tag>/, its text LM in
 #                                                                          Hugging Face format: exp/base_lm_<tag>/hf/
 #  7  pre-training                --train_config, manifests               exp/speechlm_<tag>/
@@ -131,6 +132,7 @@ speech_sets=("${train_set}" "${valid_set}" "${test_set_list[@]}")
 text_sets=(${text_train_set:+"${text_train_set}"} "${text_test_set_list[@]}")
 token_list=data/token_list.json
 lexicon=data/lexicon.txt
+word_lm=data/word_lm.counts
 
 # ------------------------------------------------------------------------------------- helpers
 # require <stage> <path>...: inputs of this stage that stage <stage> makes.
@@ -431,8 +433,10 @@ stage_5() {
   # The words of the text the model reads (as the text tokenizer's training text, stage 3).
   local texts=("dump/raw/${train_set}/text" ${text_train_set:+"data/${text_train_set}/text"})
   require 2 "${texts[0]}"
-  if ! marker=.lexicon_done is_done data "${texts[@]}"; then
-    "${python}" -m opuslm.bin.make_lexicon --text "${texts[@]}" --output "${lexicon}"
+  # (a run from before the word LM has the lexicon marker but not the counts)
+  if [ ! -f "${word_lm}" ] || ! marker=.lexicon_done is_done data "${texts[@]}"; then
+    "${python}" -m opuslm.bin.make_lexicon --text "${texts[@]}" --output "${lexicon}" \
+      --word_lm "${word_lm}"
     marker=.lexicon_done mark_done data
   fi
   # An inherited text tokenizer is the base LM's: the text block then has its embedding rows.
@@ -521,6 +525,7 @@ pack_model() {
   local inputs=("${model}/.done" "${decode_config}" "${prompt_wav}" "${tokenizer_inputs[@]}")
   local with_lexicon=()
   [ -f "${lexicon}" ] && with_lexicon=(--lexicon "${lexicon}") && inputs+=("${lexicon}")
+  [ -f "${word_lm}" ] && with_lexicon+=(--word_lm "${word_lm}") && inputs+=("${word_lm}")
   mkdir -p "${model}/packed"
   is_done "${model}/packed" "${inputs[@]}" && return 0
   "${python}" -m opuslm.bin.pack --checkpoint "${model}" --text_tokenizer_dir "${text_dir}" \
