@@ -10,7 +10,7 @@ from test_lm import NUM_TEXT
 
 from opuslm.bin import make_lexicon
 from opuslm.model.generate import GenerationConfig, _RowDecoder, generate
-from opuslm.model.lexicon import OUT, ROOT, Lexicon, LexiconError, LexiconState, words_of
+from opuslm.model.lexicon import OUT, ROOT, HypothesisStates, Lexicon, LexiconError, words_of
 
 # Surfaces of the tiny token list's 40 text ids: a space, the letters, and a few pieces of the
 # kinds real tokenizers have (punctuation, word-initial and word-final pieces, a contraction).
@@ -30,7 +30,7 @@ def charges_of(lexicon: Lexicon, text_ids: list[int], end: bool = True) -> int:
     for i in text_ids:
         node, charged = lexicon.move(node, i)
         total += charged
-    return total + (lexicon._end_word(node) if end else 0)
+    return total + (lexicon.end(node) if end else 0)
 
 
 def test_words_are_lower_cased_runs_of_letters_digits_and_apostrophes():
@@ -86,18 +86,18 @@ def test_lexicon_files_are_checked(tmp_path):
 
 def test_state_charges_only_scored_entries_and_follows_the_beam():
     lexicon = Lexicon(["ab", "ba"], SURFACES)
-    state = LexiconState(lexicon, 2)
+    state = HypothesisStates(lexicon, 2)
     state.advance(ids("a", "b"))  # hyp 0 at "a", hyp 1 at "b"
     scored = torch.zeros(2, NUM_TEXT, dtype=torch.bool)
     scored[:, ids("a", "b", " ")] = True
-    charges = state.charges(scored)
+    charges = state.scores(scored)
     assert charges[0, ids("a", "b", " ")].tolist() == [1, 0, 1]  # "aa", "ab", "a "
     assert charges[1, ids("a", "b", " ")].tolist() == [0, 1, 1]
     assert float(charges[:, ID["c"]].abs().sum()) == 0  # not scored: left 0
-    assert state.end_charges().tolist() == [1, 1]
+    assert state.end_scores().tolist() == [1, 1]
     state.select(torch.tensor([1, 1]))
     state.advance([ID["a"], -1])  # -1 (eos, pad): no change
-    assert state.end_charges().tolist() == [0, 1]
+    assert state.end_scores().tolist() == [0, 1]
 
 
 def transcript(frames: torch.Tensor) -> str:
@@ -140,7 +140,7 @@ def test_the_penalty_is_subtracted_per_charged_word_and_joins_the_beam_score():
     decoder = _RowDecoder(model, prompts, config, seed=None)
     lo = decoder.window[0]
     text_lo = model.token_list.ranges["text"][0] - lo
-    decoder.lexicon.advance(ids("a", "b"))
+    decoder.word_scorers[0][0].advance(ids("a", "b"))
     scores = torch.randn(2, decoder.window[1] - lo)
     scores[:, text_lo + ID["c"]] = float("-inf")  # a banned id stays banned
     penalised = decoder._with_word_scores(scores)
@@ -209,12 +209,7 @@ def test_a_packed_lexicon_serves_asr_decoding(tiny, tmp_path):
     words = {"the", "cat", "sat", "on", "mat", "a", "dog"}
     lexicon = tmp_path / "lexicon.txt"
     lexicon.write_text("".join(f"{w} 1\n" for w in sorted(words)))
-    inputs = dict(
-        checkpoint=tiny.checkpoint_dir,
-        text_tokenizer_dir=tiny.text_tokenizer_dir,
-        semantic_dir=tiny.semantic_dir,
-        codec_dir=tiny.codec_dir,
-    )
+    inputs = tiny.pack_inputs()
     with pytest.raises(PackError, match="asr: lexicon_penalty > 0 needs a lexicon"):
         pack(**inputs, output_dir=tmp_path / "none", decoding={"asr": {"lexicon_penalty": 1.0}})
     decoding = {"asr": {"lexicon_penalty": 1e4, "beam_size": 8, "max_frames": 12}}

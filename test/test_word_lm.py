@@ -13,8 +13,8 @@ from test_lm import NUM_TEXT
 
 from opuslm.bin import make_lexicon
 from opuslm.model.generate import GenerationConfig, _RowDecoder
-from opuslm.model.lexicon import words_of
-from opuslm.model.word_lm import EOS, WordLMError, WordLMScorer, WordLMState, WordNgramLM
+from opuslm.model.lexicon import HypothesisStates, words_of
+from opuslm.model.word_lm import EOS, WordLMError, WordLMScorer, WordNgramLM
 
 SENTENCES = ["a b", "a c", "b c"]
 
@@ -133,7 +133,7 @@ def test_count_files_round_trip_and_bad_lines_are_named(tmp_path):
 def test_state_scores_only_scored_entries_and_follows_the_beam():
     lm = tiny_lm()
     scorer = WordLMScorer(lm, SURFACES)
-    state = WordLMState(scorer, 2)
+    state = HypothesisStates(scorer, 2)
     state.advance(ids("a", "a"))
     state.advance([-1, ID[" "]])  # hyp 0 spells "a", hyp 1 has ended the word "a"
     scored = torch.zeros(2, NUM_TEXT, dtype=torch.bool)
@@ -229,12 +229,7 @@ def test_a_packed_word_lm_serves_asr_decoding(tiny, tmp_path):
         plain.transcribe(*audios[0], {"word_lm_weight": 1.0})
     counts = tmp_path / "word_lm.counts"
     WordNgramLM.from_sentences([["the", "cat", "sat"], ["a", "dog"]], 2).save(counts)
-    inputs = dict(
-        checkpoint=tiny.checkpoint_dir,
-        text_tokenizer_dir=tiny.text_tokenizer_dir,
-        semantic_dir=tiny.semantic_dir,
-        codec_dir=tiny.codec_dir,
-    )
+    inputs = tiny.pack_inputs()
     with pytest.raises(PackError, match="asr: word_lm_weight > 0 needs a word LM"):
         pack(**inputs, output_dir=tmp_path / "none", decoding={"asr": {"word_lm_weight": 1.0}})
     decoding = {"asr": {"word_lm_weight": 0.5, "beam_size": 4, "max_frames": 12}}

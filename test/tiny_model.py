@@ -84,6 +84,15 @@ class TinyModel:
     text: Path  # Kaldi text of the same utterances
     wavs: dict[str, Path]
 
+    def pack_inputs(self) -> dict[str, Path]:
+        """`opuslm.packing.pack`'s checkpoint and tokenizer arguments for this model."""
+        return dict(
+            checkpoint=self.checkpoint_dir,
+            text_tokenizer_dir=self.text_tokenizer_dir,
+            semantic_dir=self.semantic_dir,
+            codec_dir=self.codec_dir,
+        )
+
 
 def flite(voice: str, text: str, path: Path) -> Path:
     subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True)

@@ -26,9 +26,9 @@ import transformers
 
 from opuslm.model.ctc_prefix import CTCPrefixScorer
 from opuslm.model.delay import delay, undelay
-from opuslm.model.lexicon import Lexicon, LexiconState
+from opuslm.model.lexicon import HypothesisStates, Lexicon
 from opuslm.model.lm import MultiStreamLM, StepOutput, prefix_attention_mask
-from opuslm.model.word_lm import WordLMScorer, WordLMState
+from opuslm.model.word_lm import WordLMScorer
 from opuslm.tasks import num_condition_frames
 
 TARGETS = {"text": "text", "speech": "semantic"}  # target -> modality of its stream-0 tokens
@@ -200,16 +200,18 @@ class _RowDecoder:
             torch.arange(streams - 1, device=device)
         )
         self.ctc = self._ctc_scorer(prompts) if config.ctc_weight > 0 else None
-        self.lexicon = None
+        # Word-level scorers with the weight of their values in the stream-0 scores.
+        self.word_scorers: list[tuple[HypothesisStates, float]] = []
         if config.lexicon_penalty > 0:
             if config.lexicon is None:
                 raise ValueError("lexicon_penalty > 0 needs a lexicon (GenerationConfig.lexicon)")
-            self.lexicon = LexiconState(config.lexicon, len(prompts))
-        self.word_lm = None
+            lexicon = HypothesisStates(config.lexicon, len(prompts))
+            self.word_scorers.append((lexicon, -config.lexicon_penalty))  # words charged
         if config.word_lm_weight > 0:
             if config.word_lm is None:
                 raise ValueError("word_lm_weight > 0 needs a word LM (GenerationConfig.word_lm)")
-            self.word_lm = WordLMState(config.word_lm, len(prompts))
+            word_lm = HypothesisStates(config.word_lm, len(prompts))
+            self.word_scorers.append((word_lm, config.word_lm_weight))  # log-probs
 
     @torch.no_grad()
     def _ctc_scorer(self, prompts: list[torch.Tensor]) -> CTCPrefixScorer:
@@ -326,39 +328,32 @@ class _RowDecoder:
         return token0
 
     def _advance(self, token0: torch.Tensor) -> None:
-        """Extend the CTC prefix and the lexicon state of each hypothesis by its chosen
+        """Extend the CTC prefix and the word-scorer states of each hypothesis by its chosen
         stream-0 id [B] (where they are used); eos, pad and other non-text ids leave them."""
-        if self.ctc is None and self.lexicon is None and self.word_lm is None:
+        if self.ctc is None and not self.word_scorers:
             return
         text_lo, text_hi = self.model.token_list.ranges["text"]
         is_text = (token0 >= text_lo) & (token0 < text_hi)
         text_ids = torch.where(is_text, token0 - text_lo, -1)
         if self.ctc is not None:
             self.ctc.advance(text_ids)
-        if self.lexicon is not None:
-            self.lexicon.advance(text_ids.tolist())
-        if self.word_lm is not None:
-            self.word_lm.advance(text_ids.tolist())
+        for states, _ in self.word_scorers:
+            states.advance(text_ids.tolist())
 
     def _with_word_scores(self, scores: torch.Tensor) -> torch.Tensor:
         """Stream-0 scores over the window [B, W] less lexicon_penalty per word each id would
         charge and plus word_lm_weight times its word-LM look-ahead log-prob (text ids, and eos
         for the last word and the sentence end); -inf stays."""
-        if self.lexicon is None and self.word_lm is None:
+        if not self.word_scorers:
             return scores
         lo = self.window[0]
         text_lo, text_hi = self.model.token_list.ranges["text"]
         text = slice(text_lo - lo, text_hi - lo)
         scored = scores[:, text] > float("-inf")
         added = torch.zeros_like(scores, dtype=torch.float32)
-        if self.lexicon is not None:
-            penalty = self.config.lexicon_penalty
-            added[:, text] -= penalty * self.lexicon.charges(scored)
-            added[:, self.eos - lo] -= penalty * self.lexicon.end_charges().to(scores.device)
-        if self.word_lm is not None:
-            weight = self.config.word_lm_weight
-            added[:, text] += weight * self.word_lm.scores(scored)
-            added[:, self.eos - lo] += weight * self.word_lm.end_scores().to(scores.device)
+        for states, weight in self.word_scorers:
+            added[:, text] += weight * states.scores(scored)
+            added[:, self.eos - lo] += weight * states.end_scores().to(scores.device)
         # -inf + a finite score stays -inf, so banned ids stay banned.
         return scores + added.to(scores.dtype)
 
@@ -383,10 +378,8 @@ class _RowDecoder:
             self.condition_rows = self.condition_rows[index]
         if self.ctc is not None:
             self.ctc.select(index)
-        if self.lexicon is not None:
-            self.lexicon.select(index)
-        if self.word_lm is not None:
-            self.word_lm.select(index)
+        for states, _ in self.word_scorers:
+            states.select(index)
 
     @torch.no_grad()
     def beam_search(self, beam: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -446,10 +439,8 @@ class _RowDecoder:
             history[:, k] = token0
             if self.ctc is not None:
                 self.ctc.select(parent)
-            if self.lexicon is not None:
-                self.lexicon.select(parent)
-            if self.word_lm is not None:
-                self.word_lm.select(parent)
+            for states, _ in self.word_scorers:
+                states.select(parent)
             self._advance(token0)
             if bool(ended.view(prompts, beam)[:, 0].all()):
                 break

@@ -50,22 +50,59 @@ def words_of(text: str) -> list[str]:
     return words
 
 
-class Lexicon:
-    """A word list as a character trie, read through one tokenizer's token surfaces.
+class SurfaceScorer:
+    """A word-level scorer of hypotheses read one character at a time through a tokenizer's token
+    surfaces (surfaces[i]: the text that text id i adds to a transcript).
+
+    Subclasses define `start` (the state of an empty hypothesis), `step(state, char) -> (state,
+    value)` and `end(state) -> value` (what ending the hypothesis there adds); `move` walks a
+    text id's characters and remembers the answer per (state, text id), which the hypotheses of a
+    beam mostly share.
+    """
+
+    start: object
+
+    def __init__(self, surfaces: Sequence[str]) -> None:
+        self.surfaces = [s.lower() for s in surfaces]
+        self._moves: dict[tuple, tuple] = {}
+
+    def step(self, state, char: str) -> tuple:
+        raise NotImplementedError
+
+    def end(self, state) -> float:
+        raise NotImplementedError
+
+    def move(self, state, text_id: int) -> tuple:
+        """(state after appending text id `text_id` to a hypothesis at `state`, the value added)."""
+        key = (state, text_id)
+        found = self._moves.get(key)
+        if found is None:
+            value = 0
+            # Text rows past the tokenizer's ids (a base LM's padded embedding rows) add no text.
+            for char in self.surfaces[text_id] if text_id < len(self.surfaces) else "":
+                state, added = self.step(state, char)
+                value += added
+            self._moves[key] = found = (state, value)
+        return found
+
+
+class Lexicon(SurfaceScorer):
+    """A word list as a character trie, read through one tokenizer's token surfaces; its values
+    are words charged.
 
     surfaces[i]: the text that text id i adds to a transcript (`TextTokenizer.surfaces()`).
     """
 
+    start = ROOT
+
     def __init__(self, words: Iterable[str], surfaces: Sequence[str]) -> None:
+        super().__init__(surfaces)
         self.children: list[dict[str, int]] = [{}]
         self.is_word: list[bool] = [False]
         for word in words:
             for part in words_of(word):
                 self._add(part)
         self.num_words = sum(self.is_word)
-        self.surfaces = [s.lower() for s in surfaces]
-        # (node, text id) -> (node after the id's characters, words charged on the way)
-        self._moves: dict[tuple[int, int], tuple[int, int]] = {}
 
     def _add(self, word: str) -> None:
         node = ROOT
@@ -106,58 +143,52 @@ class Lexicon:
     def __len__(self) -> int:
         return self.num_words
 
-    def _end_word(self, node: int) -> int:
-        """Words charged when the word at `node` ends."""
+    def end(self, node: int) -> int:
+        """Words charged when the word at `node` ends (at a boundary, or the hypothesis' end)."""
         return int(node > ROOT and not self.is_word[node])
 
-    def move(self, node: int, text_id: int) -> tuple[int, int]:
-        """(node after appending text id `text_id` to a hypothesis at `node`, words charged)."""
-        key = (node, text_id)
-        found = self._moves.get(key)
-        if found is not None:
-            return found
-        charged = 0
-        # Text rows past the tokenizer's ids (a base LM's padded embedding rows) add no text.
-        surface = self.surfaces[text_id] if text_id < len(self.surfaces) else ""
-        for char in surface:
-            if not is_word_char(char):
-                charged += self._end_word(node)
-                node = ROOT
-            elif node != OUT:
-                child = self.children[node].get(char)
-                charged += child is None
-                node = OUT if child is None else child
-        self._moves[key] = (node, charged)
-        return node, charged
+    def step(self, node: int, char: str) -> tuple[int, int]:
+        """(node after `char`, words charged): a word is charged at the character that makes it
+        no prefix of a lexicon word, or where it ends as a prefix only."""
+        if not is_word_char(char):
+            return ROOT, self.end(node)
+        if node == OUT:
+            return OUT, 0
+        child = self.children[node].get(char)
+        return (OUT, 1) if child is None else (child, 0)
 
 
-class LexiconState:
-    """The lexicon node of each hypothesis of a decoding batch [H]."""
+class HypothesisStates:
+    """One word-level scorer's state for each hypothesis of a decoding batch [H].
 
-    def __init__(self, lexicon: Lexicon, num_hyps: int) -> None:
-        self.lexicon = lexicon
-        self.nodes = [ROOT] * num_hyps
+    The scorer (a `Lexicon`, or a `opuslm.model.word_lm.WordLMScorer`) has `start`, `move(state,
+    text_id) -> (state, value)` and `end(state) -> value`: words charged, or log-probs gained.
+    """
 
-    def charges(self, scored: torch.Tensor) -> torch.Tensor:
-        """Words charged [H, C] if hypothesis h appends text id c, where `scored` [H, C] (other
+    def __init__(self, scorer, num_hyps: int) -> None:
+        self.scorer = scorer
+        self.states = [scorer.start] * num_hyps
+
+    def scores(self, scored: torch.Tensor) -> torch.Tensor:
+        """Values [H, C] of hypothesis h appending text id c, where `scored` [H, C] (other
         entries, e.g. banned ids, are left 0)."""
-        charges = torch.zeros(scored.shape, dtype=torch.float32)
+        values = torch.zeros(scored.shape, dtype=torch.float32)
         hyps, text_ids = scored.nonzero(as_tuple=True)
         if len(hyps):
-            move, nodes = self.lexicon.move, self.nodes
-            counts = [move(nodes[h], i)[1] for h, i in zip(hyps.tolist(), text_ids.tolist())]
-            charges[hyps, text_ids] = torch.tensor(counts, dtype=torch.float32)
-        return charges.to(scored.device)
+            move, states = self.scorer.move, self.states
+            found = [move(states[h], i)[1] for h, i in zip(hyps.tolist(), text_ids.tolist())]
+            values[hyps, text_ids] = torch.tensor(found, dtype=torch.float32)
+        return values.to(scored.device)
 
-    def end_charges(self) -> torch.Tensor:
-        """Words charged [H] if each hypothesis ends now (a last word that is only a prefix)."""
-        return torch.tensor([self.lexicon._end_word(n) for n in self.nodes], dtype=torch.float32)
+    def end_scores(self) -> torch.Tensor:
+        """Values [H] of each hypothesis ending now."""
+        return torch.tensor([self.scorer.end(s) for s in self.states], dtype=torch.float32)
 
     def advance(self, text_ids: Sequence[int]) -> None:
         """Append one id per hypothesis (-1: not a text id, e.g. eos or pad: no change)."""
-        move = self.lexicon.move
-        self.nodes = [node if i < 0 else move(node, i)[0] for node, i in zip(self.nodes, text_ids)]
+        move = self.scorer.move
+        self.states = [s if i < 0 else move(s, i)[0] for s, i in zip(self.states, text_ids)]
 
     def select(self, index: torch.Tensor) -> None:
         """Keep hypotheses index [H'] (beam search's parents), in that order."""
-        self.nodes = [self.nodes[i] for i in index.tolist()]
+        self.states = [self.states[i] for i in index.tolist()]

@@ -35,10 +35,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import torch
-
 from opuslm.fileio import write_text_atomic
-from opuslm.model.lexicon import is_word_char
+from opuslm.model.lexicon import SurfaceScorer, is_word_char
 
 BOS, EOS = "<s>", "</s>"
 UNK = -1  # history id of a word outside the vocabulary: no context holds it, so the LM backs off
@@ -216,17 +214,15 @@ def _discount(counts: Iterable[float]) -> float:
 WordState = tuple[tuple[int, ...], "str | None"]
 
 
-class WordLMScorer:
-    """Look-ahead scores of a word LM through one tokenizer's token surfaces.
-
-    surfaces[i]: the text that text id i adds to a transcript (`TextTokenizer.surfaces()`).
+class WordLMScorer(SurfaceScorer):
+    """Look-ahead scores of a word LM through one tokenizer's token surfaces
+    (`TextTokenizer.surfaces()`); its values are log-probs.
     """
 
     def __init__(self, lm: WordNgramLM, surfaces: Sequence[str]) -> None:
+        super().__init__(surfaces)
         self.lm = lm
-        self.surfaces = [s.lower() for s in surfaces]
         self.start: WordState = (lm.history_ids(()), "")
-        self._moves: dict[tuple[WordState, int], tuple[WordState, float]] = {}
 
     def _log_mass(self, history: tuple[int, ...], prefix: str) -> float:
         """log S(prefix | history); 0 for the empty prefix (every word, and the end)."""
@@ -249,67 +245,22 @@ class WordLMScorer:
         history = (history + (word,))[1:] if history else history
         return (history, ""), score
 
-    def move(self, state: WordState, text_id: int) -> tuple[WordState, float]:
-        """(state after appending text id `text_id`, the log-prob it adds)."""
-        key = (state, text_id)
-        found = self._moves.get(key)
-        if found is not None:
-            return found
-        score = 0.0
-        # Text rows past the tokenizer's ids (a base LM's padded embedding rows) add no text.
-        surface = self.surfaces[text_id] if text_id < len(self.surfaces) else ""
-        for char in surface:
-            history, prefix = state
-            if not is_word_char(char):
-                state, ended = self._end_word(state)
-                score += ended
-            elif prefix is not None:
-                longer = prefix + char
-                lo, hi = self.lm.word_range(longer)
-                before = self._log_mass(history, prefix)
-                if lo == hi:  # leaves the vocabulary: an unknown word, charged once
-                    score += self.lm.unk_logprob - before
-                    state = (history, None)
-                else:
-                    score += math.log(self.lm.mass(history, lo, hi)) - before
-                    state = (history, longer)
-        self._moves[key] = found = (state, score)
-        return found
+    def step(self, state: WordState, char: str) -> tuple[WordState, float]:
+        """(state after `char`, the log-prob it adds)."""
+        history, prefix = state
+        if not is_word_char(char):
+            return self._end_word(state)
+        if prefix is None:  # inside an unknown word, which has paid already
+            return state, 0.0
+        longer = prefix + char
+        lo, hi = self.lm.word_range(longer)
+        before = self._log_mass(history, prefix)
+        if lo == hi:  # leaves the vocabulary: an unknown word, charged once
+            return (history, None), self.lm.unk_logprob - before
+        return (history, longer), math.log(self.lm.mass(history, lo, hi)) - before
 
     def end(self, state: WordState) -> float:
         """The log-prob that ending the hypothesis adds: its last word, then </s>."""
         state, score = self._end_word(state)
         eos = self.lm.eos
         return score + math.log(self.lm.mass(state[0], eos, eos + 1))
-
-
-class WordLMState:
-    """The word-LM state of each hypothesis of a decoding batch [H] (`LexiconState`'s protocol)."""
-
-    def __init__(self, scorer: WordLMScorer, num_hyps: int) -> None:
-        self.scorer = scorer
-        self.states = [scorer.start] * num_hyps
-
-    def scores(self, scored: torch.Tensor) -> torch.Tensor:
-        """Log-probs [H, C] that hypothesis h gains by appending text id c, where `scored`
-        [H, C] (other entries are left 0)."""
-        scores = torch.zeros(scored.shape, dtype=torch.float32)
-        hyps, text_ids = scored.nonzero(as_tuple=True)
-        if len(hyps):
-            move, states = self.scorer.move, self.states
-            found = [move(states[h], i)[1] for h, i in zip(hyps.tolist(), text_ids.tolist())]
-            scores[hyps, text_ids] = torch.tensor(found, dtype=torch.float32)
-        return scores.to(scored.device)
-
-    def end_scores(self) -> torch.Tensor:
-        """Log-probs [H] that each hypothesis gains by ending now."""
-        return torch.tensor([self.scorer.end(s) for s in self.states], dtype=torch.float32)
-
-    def advance(self, text_ids: Sequence[int]) -> None:
-        """Append one id per hypothesis (-1: not a text id, e.g. eos or pad: no change)."""
-        move = self.scorer.move
-        self.states = [s if i < 0 else move(s, i)[0] for s, i in zip(self.states, text_ids)]
-
-    def select(self, index: torch.Tensor) -> None:
-        """Keep hypotheses index [H'] (beam search's parents), in that order."""
-        self.states = [self.states[i] for i in index.tolist()]
