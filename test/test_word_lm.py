@@ -108,6 +108,21 @@ def test_look_ahead_scores_add_up_to_the_sentence_log_prob():
     assert scorer.move(scorer.start, NUM_TEXT + 3) == (scorer.start, 0.0)  # no text: no change
 
 
+def test_the_bounded_memories_give_the_same_scores(monkeypatch):
+    import opuslm.model.lexicon as lexicon_module
+    import opuslm.model.word_lm as word_lm_module
+
+    text = ("t", "h", "e", " ", "c", "a", "t", " ", "d", "o", "g", "!")
+    sentences = [words_of(t) for t in ["the cat sat", "the dog", "a cat"]]
+    unbounded = walk(WordLMScorer(WordNgramLM.from_sentences(sentences), SURFACES), ids(*text))
+    for module in (lexicon_module, word_lm_module):
+        monkeypatch.setattr(module, "CACHE_LIMIT", 3)
+    scorer = WordLMScorer(WordNgramLM.from_sentences(sentences), SURFACES)
+    total, steps = walk(scorer, ids(*text))
+    assert total == pytest.approx(unbounded[0]) and steps == pytest.approx(unbounded[1])
+    assert len(scorer._moves) <= 3 and len(scorer.lm._masses) <= 3
+
+
 def test_count_files_round_trip_and_bad_lines_are_named(tmp_path):
     lm = tiny_lm(order=3)
     path = tmp_path / "word_lm.counts"

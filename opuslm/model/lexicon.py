@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+# Remembered answers per scorer: a word LM's states carry their history, so a long decoding run
+# keeps meeting new ones; past this many the memory is dropped and rebuilt (about 100 MB).
+CACHE_LIMIT = 500_000
 ROOT = 0  # trie node of an empty word (between words)
 OUT = -1  # state of a word that already left the lexicon (and was charged for it)
 
@@ -82,6 +85,8 @@ class SurfaceScorer:
             for char in self.surfaces[text_id] if text_id < len(self.surfaces) else "":
                 state, added = self.step(state, char)
                 value += added
+            if len(self._moves) >= CACHE_LIMIT:
+                self._moves.clear()
             self._moves[key] = found = (state, value)
         return found
 

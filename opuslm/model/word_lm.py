@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from opuslm.fileio import write_text_atomic
-from opuslm.model.lexicon import SurfaceScorer, is_word_char
+from opuslm.model.lexicon import CACHE_LIMIT, SurfaceScorer, is_word_char
 
 BOS, EOS = "<s>", "</s>"
 UNK = -1  # history id of a word outside the vocabulary: no context holds it, so the LM backs off
@@ -181,6 +181,8 @@ class WordNgramLM:
                 context = self.contexts[n - 1].get(history[len(history) - n + 1 :] if n > 1 else ())
                 if context is not None:
                     found = context.mass(lo, hi) + context.gamma * found
+            if len(self._masses) >= CACHE_LIMIT:
+                self._masses.clear()
             self._masses[key] = found
         return found
 
