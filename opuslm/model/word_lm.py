@@ -17,8 +17,8 @@ index range and `S` is a difference of cumulative sums at each order.
 
 The model is an interpolated Kneser-Ney n-gram (Chen & Goodman 1998, one discount per order)
 over a closed vocabulary: the words of its training text, split like the lexicon's
-(`opuslm.model.lexicon.words_of`). A word outside it costs `log P_unk`, the probability the
-model gives a vocabulary word it has no counts for, once, where it leaves the vocabulary.
+(`opuslm.model.lexicon.words_of`). A word outside it costs `unk_logprob`, the uniform floor
+below the unigrams (log 1 / (V + 1)), once, where it leaves the vocabulary.
 
     lm = WordNgramLM.from_sentences(words_of(line) for line in lines)  # or opuslm.bin.make_lexicon
     lm.save("data/word_lm.counts")
