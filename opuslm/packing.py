@@ -482,12 +482,11 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
         default_prompt = read_default_prompt(
             directory / config.default_prompt, token_list.num_streams
         )
-    lexicon = None
-    if config.lexicon is not None:
-        lexicon = read_lexicon(directory / config.lexicon, text_tokenizer)
-    word_lm = None
-    if config.word_lm is not None:
-        word_lm = read_word_lm(directory / config.word_lm, text_tokenizer)
+    word_files = {
+        name: read(directory / getattr(config, name), text_tokenizer)
+        for name, (_, read) in WORD_FILES.items()
+        if getattr(config, name) is not None
+    }
     return PackedModel(
         directory=directory,
         config=config,
@@ -497,8 +496,7 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
         semantic=semantic,
         codec=codec,
         default_prompt=default_prompt,
-        lexicon=lexicon,
-        word_lm=word_lm,
+        **word_files,
     )
 
 
@@ -514,6 +512,10 @@ def read_word_lm(path: Path, text_tokenizer) -> WordLMScorer:
         return WordLMScorer(WordNgramLM.load(path), text_tokenizer.surfaces())
     except WordLMError as e:
         raise PackError(str(e)) from None
+
+
+# The optional word files of ASR decoding: config / PackedModel field -> (file name, reader).
+WORD_FILES = {"lexicon": (LEXICON, read_lexicon), "word_lm": (WORD_LM, read_word_lm)}
 
 
 # ------------------------------------------------------------------------------ packing
@@ -578,22 +580,17 @@ def pack(
     default_prompt = None
     if default_prompt_wav is not None:
         default_prompt = _prompt_rows(Path(default_prompt_wav), semantic, codec, prompt_frames)
-    lexicon_text = None
-    if lexicon is not None:
-        read_lexicon(Path(lexicon), text_tokenizer)  # refuse a bad file now, not at decoding
-        lexicon_text = Path(lexicon).read_text(encoding="utf-8")
-    word_lm_text = None
-    if word_lm is not None:
-        read_word_lm(Path(word_lm), text_tokenizer)  # likewise
-        word_lm_text = Path(word_lm).read_text(encoding="utf-8")
+    word_texts = {}  # WORD_FILES field -> the file's text
+    for name, path in (("lexicon", lexicon), ("word_lm", word_lm)):
+        if path is not None:
+            WORD_FILES[name][1](Path(path), text_tokenizer)  # refuse a bad file now, not later
+            word_texts[name] = Path(path).read_text(encoding="utf-8")
     settings = _default_decoding(codec.frame_rate)
     for task, overrides in (decoding or {}).items():
         settings[task] = merge_settings(settings.get(task, {}), overrides)
         where = f"decoding settings for {task}"
         config = generation_config(task, settings[task], where)
-        check_decoding_model(
-            config, model, where, lexicon is not None, has_word_lm=word_lm is not None
-        )
+        check_decoding_model(config, model, where, "lexicon" in word_texts, "word_lm" in word_texts)
     config = PackedConfig(
         model=model.config_dict(),
         sample_rate=int(codec.sample_rate),
@@ -602,8 +599,7 @@ def pack(
         prompt_source=prompt_source,
         decoding=settings,
         default_prompt=DEFAULT_PROMPT if default_prompt is not None else None,
-        lexicon=LEXICON if lexicon_text is not None else None,
-        word_lm=WORD_LM if word_lm_text is not None else None,
+        **{name: WORD_FILES[name][0] for name in word_texts},
         source_checkpoint=str(step_dir.resolve()),
     )
 
@@ -616,10 +612,8 @@ def pack(
         codec.save(directory / CODEC)
         if default_prompt is not None:
             save_numpy_file({"prompt": default_prompt}, str(directory / DEFAULT_PROMPT))
-        if lexicon_text is not None:
-            (directory / LEXICON).write_text(lexicon_text, encoding="utf-8")
-        if word_lm_text is not None:
-            (directory / WORD_LM).write_text(word_lm_text, encoding="utf-8")
+        for name, text in word_texts.items():
+            (directory / WORD_FILES[name][0]).write_text(text, encoding="utf-8")
 
     return write_directory_atomic(output_dir, write)
 
