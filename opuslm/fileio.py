@@ -46,6 +46,19 @@ def fsync_tree(root: str | os.PathLike) -> None:
         fsync_directory(directory)
 
 
+def _current_umask() -> int:
+    """The process umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _permit_as_created(path: str, directory: bool) -> None:
+    """Give a mkstemp / mkdtemp path (0600 / 0700: private) the mode a plain open / mkdir would
+    have, so results written for a team (packed models, dumps) are readable by it."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_current_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[str]:
     """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it.
@@ -54,6 +67,7 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    _permit_as_created(tmp, directory=False)
     try:
         yield tmp
         if durable:
@@ -87,6 +101,7 @@ def write_directory_atomic(output_dir: str | os.PathLike, write: Callable[[Path]
     tmp = Path(
         tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp")
     )
+    _permit_as_created(str(tmp), directory=True)
     try:
         write(tmp)
         fsync_tree(tmp)

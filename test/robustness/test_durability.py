@@ -87,3 +87,20 @@ def test_a_written_directory_is_flushed_before_the_rename(tmp_path, fsynced):
     before = [p for p in fsynced if ".packed." in str(p)]
     assert any(p.name == "x.bin" for p in before)
     assert fsynced[-1] == tmp_path
+
+
+def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
+    """The temp files and directories are private (0600 / 0700) until renamed; the published
+    results must not stay so, or a packed model or dump is unreadable by the rest of a team."""
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "x")
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            Path(tmp).write_bytes(b"y")
+        out = write_directory_atomic(tmp_path / "d", lambda d: (d / "f").write_text("z"))
+        os.umask(0o027)
+        write_text_atomic(tmp_path / "c.txt", "x")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [*tmp_path.iterdir(), out / "f"]}
+    assert modes == {"a.txt": 0o644, "b.bin": 0o644, "d": 0o755, "f": 0o644, "c.txt": 0o640}
