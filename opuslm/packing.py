@@ -13,8 +13,9 @@
                                     `synthesize` gets no prompt
         lexicon.txt                 optional: the word list of ASR decoding's lexicon_penalty
                                     (`opuslm.model.lexicon`), one word per line
-        word_lm.counts              optional: the n-gram counts of ASR decoding's word LM
-                                    (word_lm_weight, `opuslm.model.word_lm`)
+        word_lm.counts              optional: ASR decoding's word LM (word_lm_weight,
+          or word_lm.arpa           `opuslm.model.word_lm`): n-gram counts, estimated at load
+                                    time, or an ARPA back-off file
 
 Only safetensors, JSON, YAML and plain text are read, so a planted pickle is refused, never run.
 `pack` writes the directory under a temporary name and renames it into place; it checks that the
@@ -28,9 +29,11 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import safetensors
@@ -43,7 +46,7 @@ from opuslm.fileio import write_directory_atomic
 from opuslm.model.generate import GenerationConfig, SamplingConfig
 from opuslm.model.lexicon import Lexicon, LexiconError
 from opuslm.model.lm import MultiStreamLM
-from opuslm.model.word_lm import WordLMError, WordLMScorer, WordNgramLM
+from opuslm.model.word_lm import WordLMError, WordLMScorer, WordNgramLM, is_arpa
 from opuslm.tasks import TASK_TARGETS, crop_prompt
 from opuslm.tokenizers.frames import FrameAlignmentError, check_compatible, tokenize_waveforms
 from opuslm.train.checkpoint import load_weights, resolve_checkpoint, save_weights
@@ -61,6 +64,7 @@ CODEC = "codec"
 DEFAULT_PROMPT = "default_prompt.safetensors"
 LEXICON = "lexicon.txt"
 WORD_LM = "word_lm.counts"
+WORD_LM_ARPA = "word_lm.arpa"
 # What a packed directory must hold, for error messages (the default prompt is optional).
 REQUIRED_ENTRIES = {
     CONFIG: "model architecture, tokenizer paths, sample rate, decoding defaults",
@@ -483,8 +487,8 @@ def load_packed(directory: str | os.PathLike, device: str | torch.device = "cpu"
             directory / config.default_prompt, token_list.num_streams
         )
     word_files = {
-        name: read(directory / getattr(config, name), text_tokenizer)
-        for name, (_, read) in WORD_FILES.items()
+        name: word_file.read(directory / getattr(config, name), text_tokenizer)
+        for name, word_file in WORD_FILES.items()
         if getattr(config, name) is not None
     }
     return PackedModel(
@@ -514,8 +518,21 @@ def read_word_lm(path: Path, text_tokenizer) -> WordLMScorer:
         raise PackError(str(e)) from None
 
 
-# The optional word files of ASR decoding: config / PackedModel field -> (file name, reader).
-WORD_FILES = {"lexicon": (LEXICON, read_lexicon), "word_lm": (WORD_LM, read_word_lm)}
+class WordFile(NamedTuple):
+    """One optional word file of ASR decoding: how it is read (path, text tokenizer -> what
+    decoding uses) and its name in the packed directory, from the file given to `pack`."""
+
+    read: Callable[[Path, object], object]
+    name: Callable[[Path], str]
+
+
+# config / PackedModel field -> WordFile; `pack` copies each file as given. A word LM keeps its
+# format's name: estimating from counts (1.4 s for the demo's) is quicker than parsing the
+# ARPA file of the same model (1.8x the lines).
+WORD_FILES = {
+    "lexicon": WordFile(read_lexicon, lambda _: LEXICON),
+    "word_lm": WordFile(read_word_lm, lambda path: WORD_LM_ARPA if is_arpa(path) else WORD_LM),
+}
 
 
 # ------------------------------------------------------------------------------ packing
@@ -580,17 +597,17 @@ def pack(
     default_prompt = None
     if default_prompt_wav is not None:
         default_prompt = _prompt_rows(Path(default_prompt_wav), semantic, codec, prompt_frames)
-    word_texts = {}  # WORD_FILES field -> the file's text
+    word_files = {}  # WORD_FILES field -> its source path, read now so that a bad file fails now
     for name, path in (("lexicon", lexicon), ("word_lm", word_lm)):
         if path is not None:
-            WORD_FILES[name][1](Path(path), text_tokenizer)  # refuse a bad file now, not later
-            word_texts[name] = Path(path).read_text(encoding="utf-8")
+            WORD_FILES[name].read(Path(path), text_tokenizer)
+            word_files[name] = Path(path)
     settings = _default_decoding(codec.frame_rate)
     for task, overrides in (decoding or {}).items():
         settings[task] = merge_settings(settings.get(task, {}), overrides)
         where = f"decoding settings for {task}"
         config = generation_config(task, settings[task], where)
-        check_decoding_model(config, model, where, "lexicon" in word_texts, "word_lm" in word_texts)
+        check_decoding_model(config, model, where, "lexicon" in word_files, "word_lm" in word_files)
     config = PackedConfig(
         model=model.config_dict(),
         sample_rate=int(codec.sample_rate),
@@ -599,7 +616,7 @@ def pack(
         prompt_source=prompt_source,
         decoding=settings,
         default_prompt=DEFAULT_PROMPT if default_prompt is not None else None,
-        **{name: WORD_FILES[name][0] for name in word_texts},
+        **{name: WORD_FILES[name].name(source) for name, source in word_files.items()},
         source_checkpoint=str(step_dir.resolve()),
     )
 
@@ -612,8 +629,8 @@ def pack(
         codec.save(directory / CODEC)
         if default_prompt is not None:
             save_numpy_file({"prompt": default_prompt}, str(directory / DEFAULT_PROMPT))
-        for name, text in word_texts.items():
-            (directory / WORD_FILES[name][0]).write_text(text, encoding="utf-8")
+        for name, source in word_files.items():
+            shutil.copyfile(source, directory / WORD_FILES[name].name(source))
 
     return write_directory_atomic(output_dir, write)
 

@@ -213,7 +213,105 @@ def test_word_lm_settings_are_checked():
     with pytest.raises(ValueError, match="word_lm_weight > 0 needs a word LM"):
         _RowDecoder(model, prompts_for(model.token_list), config, seed=None)
     with pytest.raises(ValueError, match="order must be >= 1"):
-        WordNgramLM({("a",): 1}, 0)
+        WordNgramLM.from_counts({("a",): 1}, 0)
+
+
+CAT_TEXT = ["the cat sat on the mat", "the dog sat", "a cat and a dog", "on the mat the cat"]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_arpa_files_hold_the_estimate(tmp_path, order):
+    """save_arpa writes the interpolated model as back-off n-grams; load reads it back to the
+    same probabilities (to the file's 7 decimals), prefix masses included, with no counts."""
+    lm = WordNgramLM.from_sentences([words_of(t) for t in CAT_TEXT], order)
+    path = tmp_path / "lm.arpa"
+    lm.save_arpa(path)
+    text = path.read_text()
+    assert text.startswith("\n\\data\\\nngram 1=") and text.endswith("\\end\\\n")
+    loaded = WordNgramLM.load(path)
+    assert loaded.order == order and loaded.words == lm.words and loaded.counts is None
+    assert loaded.num_ngrams == lm.num_ngrams == len(lm.counts)
+    assert loaded.unk_logprob == pytest.approx(lm.unk_logprob, abs=1e-6)
+    for history in [[], ["the"], ["the", "cat"], ["sat", "on"], ["zebra", "the"], ["on", "the"]]:
+        for word in [*lm.words, EOS, "zebra"]:
+            assert loaded.logprob(word, history) == pytest.approx(
+                lm.logprob(word, history), abs=1e-6
+            ), (history, word)
+        ids_ = lm.history_ids(history)
+        for prefix in ["", "c", "ca", "t", "th", "d"]:
+            lo, hi = lm.word_range(prefix)
+            assert loaded.mass(ids_, lo, hi) == pytest.approx(lm.mass(ids_, lo, hi), rel=1e-5)
+    with pytest.raises(ValueError, match="no counts: save_arpa"):
+        loaded.save(tmp_path / "counts")
+
+
+# A back-off bigram LM as SRILM or KenLM write one: upper case, <unk>, a word the decoder
+# cannot spell as one word (WELL-KNOWN), a history with a back-off weight and none listed.
+ARPA = """
+\\data\\
+ngram 1=7
+ngram 2=4
+
+\\1-grams:
+-1.0\t<unk>
+-99\t<s>\t-0.30103
+-0.5\t</s>
+-0.60206\tTHE\t-0.1
+-0.69897\tCAT
+-1.0\tDOG\t-0.2
+-2.0\tWELL-KNOWN
+
+\\2-grams:
+-0.1\t<s> THE
+-0.2\tTHE CAT
+-0.3\tTHE WELL-KNOWN
+-0.4\tCAT </s>
+
+\\end\\
+"""
+
+
+def test_a_back_off_arpa_file_is_read_as_written(tmp_path, caplog):
+    path = tmp_path / "lm.arpa"
+    path.write_text(ARPA)
+    with caplog.at_level("WARNING"):
+        lm = WordNgramLM.load(path)
+    assert "skipped 2 n-grams with <unk> or words the decoder cannot spell" in caplog.text
+    assert lm.words == ["cat", "dog", "the"] and lm.order == 2
+    assert lm.unk_logprob == pytest.approx(-math.log(10))
+    p = {"the": 10**-0.60206, "cat": 10**-0.69897, "dog": 0.1, EOS: 10**-0.5}
+    # listed: its own probability; not listed: the history's back-off weight times the unigram
+    assert math.exp(lm.logprob("cat", ["the"])) == pytest.approx(10**-0.2)
+    assert math.exp(lm.logprob("dog", ["the"])) == pytest.approx(10**-0.1 * p["dog"])
+    assert math.exp(lm.logprob("the")) == pytest.approx(10**-0.1)  # after <s>
+    assert math.exp(lm.logprob("cat")) == pytest.approx(10**-0.30103 * p["cat"])
+    assert math.exp(lm.logprob(EOS, ["cat"])) == pytest.approx(10**-0.4)
+    assert math.exp(lm.logprob("dog", ["cat"])) == pytest.approx(p["dog"])  # no weight: 1
+    assert math.exp(lm.logprob("the", ["dog"])) == pytest.approx(10**-0.2 * p["the"])
+    assert lm.logprob("mouse", ["the"]) == pytest.approx(-math.log(10))
+    # a prefix's mass is its words' sum, listed and backed off alike ("": every word, no </s>)
+    after_the = lm.history_ids(["the"])
+    assert lm.mass(after_the, *lm.word_range("")) == pytest.approx(
+        sum(math.exp(lm.logprob(w, ["the"])) for w in lm.words)
+    )
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("ngram 2=4", "ngram 2=5"), "declares 5 2-grams, the file lists 4"),
+        (("-0.2\tTHE CAT", "-0.2\tTHE"), r"lm.arpa:17: expected log10 p, 2 words"),
+        (("-0.2\tTHE CAT", "x\tTHE CAT"), r"lm.arpa:17: expected log10 p"),
+        (("\\2-grams:", "\\3-grams:"), r"lm.arpa:15: expected the \\2-grams: section"),
+        (("ngram 1=7", "ngram one"), r"lm.arpa:3: expected 'ngram N=COUNT'"),
+        (("-1.0\tDOG", "-1.0\tThe"), r"lm.arpa:12: 'the' is listed twice"),
+    ],
+)
+def test_bad_arpa_files_are_named_by_line(tmp_path, edit, message):
+    path = tmp_path / "lm.arpa"
+    path.write_text(ARPA.replace(*edit))
+    with pytest.raises(WordLMError, match=message):
+        WordNgramLM.load(path)
 
 
 def test_make_lexicon_writes_the_word_lm_of_the_same_text(tmp_path):
@@ -228,6 +326,12 @@ def test_make_lexicon_writes_the_word_lm_of_the_same_text(tmp_path):
         line.split()[0] for line in (tmp_path / "lex").read_text().splitlines()
     )
     assert lm.counts[("the", "cat")] == 2 and lm.counts[("<s>", "the")] == 3
+    # a .arpa name gets the estimate instead of the counts
+    arpa = tmp_path / "word_lm.arpa"
+    assert make_lexicon.main([*args, "--word_lm", str(arpa), "--word_lm_order", "2"]) == 0
+    estimate = WordNgramLM.load(arpa)
+    assert estimate.counts is None and estimate.words == lm.words
+    assert estimate.logprob("cat", ["the"]) == pytest.approx(lm.logprob("cat", ["the"]), abs=1e-6)
     with pytest.raises(SystemExit):
         make_lexicon.main([*args, "--word_lm", str(counts), "--word_lm_order", "0"])
 
@@ -256,6 +360,14 @@ def test_a_packed_word_lm_serves_asr_decoding(tiny, tmp_path):
     assert config.word_lm is model.packed.word_lm and config.word_lm_weight == 0.5
     assert model.decoding("asr", {"word_lm_weight": 0.0}).word_lm is None
     assert all(isinstance(t, str) for t in model.transcribe_batch(audios))
+    # An ARPA file is packed as it is, under its own name, and serves the same.
+    arpa = tmp_path / "lm.arpa"
+    WordNgramLM.load(counts).save_arpa(arpa)
+    packed = pack(**inputs, output_dir=tmp_path / "arpa", word_lm=arpa, decoding=decoding)
+    assert (packed / "word_lm.arpa").read_text() == arpa.read_text()
+    from_arpa = OpusLM.from_pretrained(packed)
+    assert from_arpa.packed.word_lm.lm.counts is None
+    assert from_arpa.transcribe_batch(audios) == model.transcribe_batch(audios)
     bad = tmp_path / "bad.counts"
     bad.write_text("the cat\t1\nthe\t2\n")
     with pytest.raises(PackError, match=r"bad.counts:2: expected 2 words"):

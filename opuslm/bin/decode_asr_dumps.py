@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
         default=0.0,
         help="score each word not in --lexicon costs (0: no lexicon)",
     )
-    parser.add_argument("--word_lm", help="word n-gram counts (opuslm.bin.make_lexicon --word_lm)")
+    parser.add_argument(
+        "--word_lm", help="word n-gram counts (opuslm.bin.make_lexicon --word_lm) or an ARPA file"
+    )
     parser.add_argument(
         "--word_lm_weight",
         type=float,

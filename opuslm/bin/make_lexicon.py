@@ -3,8 +3,9 @@
 The words are those `opuslm.model.lexicon` scores ASR hypotheses with: runs of letters, digits
 and apostrophes, lower-cased. Stage 5 of the recipes builds it from the training transcripts and
 the text-only training set (the text the model reads), and packing stores it with the model.
-With --word_lm it also writes the n-gram counts of a word LM over the same words
-(`opuslm.model.word_lm`, for shallow fusion in ASR decoding).
+With --word_lm it also writes a word LM over the same words (`opuslm.model.word_lm`, for
+shallow fusion in ASR decoding): its n-gram counts, or with a `.arpa` name the interpolated
+Kneser-Ney estimate as an ARPA file (what packing stores; other LM tools read it too).
 
     python -m opuslm.bin.make_lexicon --text data/train/text data/text_train/text \\
         --output data/lexicon.txt --word_lm data/word_lm.counts
@@ -40,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--text", nargs="+", required=True, type=Path, help="Kaldi text tables")
     parser.add_argument("--output", required=True, type=Path)
-    parser.add_argument("--word_lm", type=Path, help="also write word n-gram counts here")
+    parser.add_argument(
+        "--word_lm",
+        type=Path,
+        help="also write a word LM here: n-gram counts, or the estimate if the name ends in .arpa",
+    )
     parser.add_argument("--word_lm_order", type=int, default=3, help="n of the word n-grams")
     parser.add_argument(
         "--min_count", type=int, default=1, help="leave out words seen fewer times than this"
@@ -72,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.word_lm is not None:
         # Every sentence, so the LM's vocabulary is the lexicon at --min_count 1.
         lm = WordNgramLM.from_sentences(sentences, args.word_lm_order)
-        lm.save(args.word_lm)
-        log.info("%d %d-grams of %d words -> %s", len(lm.counts), lm.order, len(lm), args.word_lm)
+        if args.word_lm.suffix == ".arpa":
+            lm.save_arpa(args.word_lm)
+        else:
+            lm.save(args.word_lm)
+        log.info("%d %d-grams of %d words -> %s", lm.num_ngrams, lm.order, len(lm), args.word_lm)
     return 0
 
 

@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--word_lm",
         type=Path,
-        help="word n-gram counts (opuslm.bin.make_lexicon --word_lm) packed for ASR decoding "
-        "with word_lm_weight > 0",
+        help="word n-gram counts (opuslm.bin.make_lexicon --word_lm) or an ARPA file, packed "
+        "(as an ARPA file) for ASR decoding with word_lm_weight > 0",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
