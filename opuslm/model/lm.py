@@ -102,10 +102,13 @@ class MultiStreamLM(nn.Module):
         prefix_lm: bool = False,
         ctc_upsample: int = 1,
         guided_attention: GuidedAttention | dict | None = None,
+        transcript_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if ctc_weight < 0:
             raise ValueError(f"ctc_weight must be >= 0, got {ctc_weight}")
+        if not 0 <= transcript_dropout < 1:
+            raise ValueError(f"transcript_dropout must be in [0, 1), got {transcript_dropout}")
         if int(ctc_upsample) != ctc_upsample or ctc_upsample < 1:
             raise ValueError(f"ctc_upsample must be an integer >= 1, got {ctc_upsample}")
         unknown = set(loss_weights or {}) - set(MODALITIES)
@@ -151,6 +154,12 @@ class MultiStreamLM(nn.Module):
         if guided_attention is not None:
             guided_attention.check_body(body.config)
         self.guided_attention = guided_attention
+        # Training only: the chance that an ASR transcript token is hidden from the rows after
+        # it (its input row's text id becomes pad; it stays a target). A character LM that has
+        # read a sentence prefix predicts the next character well without the audio, so the
+        # gradient towards reading the audio is weak; hiding some of the prefix makes the audio
+        # the better source of the next character (word dropout, Bowman et al. 2016).
+        self.transcript_dropout = float(transcript_dropout)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -163,6 +172,7 @@ class MultiStreamLM(nn.Module):
         prefix_lm: bool = False,
         ctc_upsample: int = 1,
         guided_attention: GuidedAttention | dict | None = None,
+        transcript_dropout: float = 0.0,
         **from_pretrained_kwargs: Any,
     ) -> MultiStreamLM:
         """Extend a base causal LM: a local HF directory (no download) or a config (random init)."""
@@ -174,7 +184,14 @@ class MultiStreamLM(nn.Module):
                 os.fspath(base), local_files_only=True, **kwargs
             )
         return cls(
-            body, token_list, loss_weights, ctc_weight, prefix_lm, ctc_upsample, guided_attention
+            body,
+            token_list,
+            loss_weights,
+            ctc_weight,
+            prefix_lm,
+            ctc_upsample,
+            guided_attention,
+            transcript_dropout,
         )
 
     def config_dict(self) -> dict:
@@ -191,6 +208,7 @@ class MultiStreamLM(nn.Module):
             "guided_attention": (
                 self.guided_attention.to_dict() if self.guided_attention is not None else None
             ),
+            "transcript_dropout": self.transcript_dropout,
         }
 
     @classmethod
@@ -211,6 +229,7 @@ class MultiStreamLM(nn.Module):
             config.get("prefix_lm", False),
             config.get("ctc_upsample", 1),
             config.get("guided_attention"),
+            config.get("transcript_dropout", 0.0),
         )
 
     def _extend_vocabulary(self) -> None:
@@ -363,8 +382,11 @@ class MultiStreamLM(nn.Module):
         recording = (
             nullcontext() if pairs is None else guided(self.body, self.guided_attention, pairs)
         )
+        inputs = delayed[:, :-1]  # [B, L-1, S]
+        if self.training and self.transcript_dropout > 0:
+            inputs = self._hide_transcript(inputs, frames, target_frames)
         with recording as recorder:
-            hidden, _ = self.hidden_states(delayed[:, :-1], attention_mask=mask)  # [B, L-1, H]
+            hidden, _ = self.hidden_states(inputs, attention_mask=mask)  # [B, L-1, H]
         example_index = torch.arange(batch, device=frames.device)[:, None].expand_as(
             targets[..., 0]
         )
@@ -412,6 +434,30 @@ class MultiStreamLM(nn.Module):
             example_loss_sum=example_loss_sum,
             stats=stats,
         )
+
+    def _hide_transcript(
+        self, inputs: torch.Tensor, frames: torch.Tensor, target_frames: torch.Tensor
+    ) -> torch.Tensor:
+        """A copy of the input rows [B, L-1, S] in which each transcript token of an example
+        with speech (the text targets of ASR) is pad with probability transcript_dropout.
+        Stream 0 is not delayed, so input row i holds frame i's stream-0 token."""
+        stream0 = frames[..., 0]  # [B, T]
+        text_lo, text_hi = self.token_list.ranges["text"]
+        speech_lo, speech_hi = self.token_list.ranges["semantic"]
+        has_speech = ((stream0 >= speech_lo) & (stream0 < speech_hi)).any(1)  # [B]
+        hide = (
+            target_frames
+            & (stream0 >= text_lo)
+            & (stream0 < text_hi)
+            & has_speech[:, None]
+            & (torch.rand(stream0.shape, device=stream0.device) < self.transcript_dropout)
+        )
+        rows = min(hide.shape[1], inputs.shape[1])
+        inputs = inputs.clone()
+        inputs[:, :rows, 0] = inputs[:, :rows, 0].masked_fill(
+            hide[:, :rows], self.token_list.pad_id
+        )
+        return inputs
 
     def _ctc_loss(
         self,

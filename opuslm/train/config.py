@@ -45,6 +45,9 @@ class ModelConfig:
     # transcript rows to speech rows and back, e.g. {weight: 1.0, sigma: 0.2, layers: [1, 2],
     # heads: 2}; None = off.
     guided_attention: dict[str, Any] | None = None
+    # Training only: the chance that each ASR transcript token is hidden (pad) from the rows
+    # after it, so the model must read the next character from the audio (MultiStreamLM).
+    transcript_dropout: float = 0.0
     gradient_checkpointing: bool = False
 
 
@@ -175,6 +178,9 @@ class Config:
         if self.model.ctc_weight < 0:
             weight = self.model.ctc_weight
             raise ConfigError(f"{where}: model.ctc_weight must be >= 0, got {weight}")
+        if not 0 <= self.model.transcript_dropout < 1:
+            dropout = self.model.transcript_dropout
+            raise ConfigError(f"{where}: model.transcript_dropout must be in [0, 1), got {dropout}")
         if self.model.ctc_upsample < 1:
             upsample = self.model.ctc_upsample
             raise ConfigError(f"{where}: model.ctc_upsample must be >= 1, got {upsample}")

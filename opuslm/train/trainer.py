@@ -88,6 +88,7 @@ def build_model(config: Config, token_list: TokenList) -> MultiStreamLM:
         config.model.prefix_lm,
         config.model.ctc_upsample,
         config.model.guided_attention,
+        config.model.transcript_dropout,
     )
 
 
