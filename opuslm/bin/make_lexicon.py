@@ -5,7 +5,7 @@ and apostrophes, lower-cased. Stage 5 of the recipes builds it from the training
 the text-only training set (the text the model reads), and packing stores it with the model.
 With --word_lm it also writes a word LM over the same words (`opuslm.model.word_lm`, for
 shallow fusion in ASR decoding): its n-gram counts, or with a `.arpa` name the interpolated
-Kneser-Ney estimate as an ARPA file (what packing stores; other LM tools read it too).
+Kneser-Ney estimate as an ARPA file (for inspection; other LM tools read it too).
 
     python -m opuslm.bin.make_lexicon --text data/train/text data/text_train/text \\
         --output data/lexicon.txt --word_lm data/word_lm.counts

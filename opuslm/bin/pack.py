@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "--word_lm",
         type=Path,
         help="word n-gram counts (opuslm.bin.make_lexicon --word_lm) or an ARPA file, packed "
-        "(as an ARPA file) for ASR decoding with word_lm_weight > 0",
+        "as given for ASR decoding with word_lm_weight > 0",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
