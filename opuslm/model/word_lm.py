@@ -172,8 +172,8 @@ class WordNgramLM:
                     )
             # A back-off history that is no n-gram of its own (the <s> <s> of a trigram's first
             # word) is listed with probability 0 (log10 -99), so its weight has a line to sit on.
-            listed = {(*h, w) for h, c in contexts.items() for w in c.ids}
             if n < self.order:
+                listed = {(*h, w) for h, c in contexts.items() for w in c.ids}
                 for history in sorted(set(self.contexts[n]) - listed):
                     if len(history) == n and history != (self.bos,):
                         gram = " ".join(names[i] for i in history)
