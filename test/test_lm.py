@@ -12,6 +12,7 @@ import yaml
 
 from opuslm.model.delay import delay
 from opuslm.model.lm import DEFAULT_LOSS_WEIGHTS, MultiStreamLM, prefix_attention_mask
+from opuslm.train.config import ConfigError, load_config
 from opuslm.vocab import MODALITIES, TokenList, VocabError
 
 NUM_TEXT = 40
@@ -366,6 +367,60 @@ def test_ctc_loss_is_added_for_asr_examples_only(upsample):
     assert torch.allclose(out.example_loss_sum[1], base.example_loss_sum[1])  # TTS: untouched
     assert out.stats["count/ctc"] == len(text)
     assert out.stats["loss_sum/ctc"] == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+@pytest.mark.parametrize("asr_weight", [0.0, 0.5])
+def test_tts_ctc_reads_the_transcript_from_the_generated_speech(asr_weight):
+    torch.manual_seed(0)
+    token_list = tiny_token_list()
+    plain = MultiStreamLM.from_base(tiny_config(), token_list).eval()
+    model = MultiStreamLM.from_base(
+        tiny_config(), token_list, ctc_weight=asr_weight, tts_ctc_weight=0.7
+    ).eval()
+    model.load_state_dict({**model.state_dict(), **plain.state_dict()})
+    frames, loss_mask, lengths, speech, text = ctc_batch(token_list)
+    base = plain(frames, loss_mask, lengths)
+    out = model(frames, loss_mask, lengths)
+
+    # By hand: the TTS example's target speech (not its prompt, which is also speech), each frame
+    # read where all its streams have been seen, against the transcript it was given.
+    delayed = delay(frames, token_list.pad_id)
+    hidden, _ = model.hidden_states(delayed[:, :-1])
+    start = int(np.flatnonzero(frames[1, :, 0].numpy() == token_list.id("<speech_start>"))[0]) + 1
+    rows = torch.arange(start, start + len(speech)) + token_list.num_streams - 1
+    assert frames[1, start + len(speech), 0] == token_list.eos_id  # the target speech's end
+    log_probs = model.ctc_head(hidden[1, rows]).log_softmax(-1)
+    expected = F.ctc_loss(
+        log_probs[:, None],
+        torch.as_tensor(text)[None],
+        torch.tensor([len(speech)]),
+        torch.tensor([len(text)]),
+        blank=token_list.size("text"),
+        reduction="sum",
+    )
+    assert torch.allclose(out.example_loss_sum[1], base.example_loss_sum[1] + 0.7 * expected)
+    assert out.stats["count/ctc_tts"] == len(text)
+    assert out.stats["loss_sum/ctc_tts"] == pytest.approx(float(expected.detach()), rel=1e-5)
+    # The ASR example gets only its own direction's CTC, and only if that weight is set.
+    assert ("count/ctc" in out.stats) == (asr_weight > 0)
+    if asr_weight == 0:
+        assert torch.allclose(out.example_loss_sum[0], base.example_loss_sum[0])
+    rebuilt = MultiStreamLM.from_config_dict(model.config_dict(), token_list)
+    assert (rebuilt.ctc_weight, rebuilt.tts_ctc_weight) == (asr_weight, 0.7)
+    rebuilt.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="tts_ctc_weight must be >= 0"):
+        MultiStreamLM.from_base(tiny_config(), token_list, tts_ctc_weight=-0.1)
+
+
+def test_tts_ctc_weight_is_a_checked_config_key(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text(
+        "model:\n  base: {model_type: llama}\n  tts_ctc_weight: -1\n"
+        "data:\n  token_list: t.json\n  train: [{path: a.json}]\n"
+    )
+    with pytest.raises(ConfigError, match="model.tts_ctc_weight must be >= 0, got -1"):
+        load_config(path).validate()
+    assert load_config(path, ["model.tts_ctc_weight=0.5"]).model.tts_ctc_weight == 0.5
 
 
 def test_ctc_head_trains_round_trips_and_is_optional_on_load():

@@ -103,10 +103,13 @@ class MultiStreamLM(nn.Module):
         ctc_upsample: int = 1,
         guided_attention: GuidedAttention | dict | None = None,
         transcript_dropout: float = 0.0,
+        tts_ctc_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if ctc_weight < 0:
             raise ValueError(f"ctc_weight must be >= 0, got {ctc_weight}")
+        if tts_ctc_weight < 0:
+            raise ValueError(f"tts_ctc_weight must be >= 0, got {tts_ctc_weight}")
         if not 0 <= transcript_dropout < 1:
             raise ValueError(f"transcript_dropout must be in [0, 1), got {transcript_dropout}")
         if int(ctc_upsample) != ctc_upsample or ctc_upsample < 1:
@@ -135,6 +138,12 @@ class MultiStreamLM(nn.Module):
         self.register_buffer("modality_ids", modality_ids, persistent=False)
         self.register_buffer("id_weights", weights[modality_ids], persistent=False)
         self.ctc_weight = float(ctc_weight)
+        # The same CTC, read the other way: the transcript from the hidden states of the speech
+        # a TTS example generates. Those rows are causal, so to emit frame t's character the
+        # model must know, while it speaks, how far into the text it is: the alignment a TTS
+        # decoder has to learn, given as a loss (CTC alignment losses for LM-based TTS, e.g.
+        # Koel-TTS, Hussain et al. 2025).
+        self.tts_ctc_weight = float(tts_ctc_weight)
         self.prefix_lm = bool(prefix_lm)
         # CTC outputs per speech frame: at 25 Hz a character transcript needs about 0.6 labels
         # per frame, which leaves CTC few blanks to place; U outputs per frame give it U times
@@ -145,7 +154,7 @@ class MultiStreamLM(nn.Module):
         num_classes = token_list.size("text") + 1
         self.ctc_head = (
             nn.Linear(body.config.hidden_size, self.ctc_upsample * num_classes)
-            if ctc_weight
+            if ctc_weight or tts_ctc_weight
             else None
         )
         # Optional diagonal prior on the text <-> speech attention (training loss only).
@@ -173,6 +182,7 @@ class MultiStreamLM(nn.Module):
         ctc_upsample: int = 1,
         guided_attention: GuidedAttention | dict | None = None,
         transcript_dropout: float = 0.0,
+        tts_ctc_weight: float = 0.0,
         **from_pretrained_kwargs: Any,
     ) -> MultiStreamLM:
         """Extend a base causal LM: a local HF directory (no download) or a config (random init)."""
@@ -192,6 +202,7 @@ class MultiStreamLM(nn.Module):
             ctc_upsample,
             guided_attention,
             transcript_dropout,
+            tts_ctc_weight,
         )
 
     def config_dict(self) -> dict:
@@ -209,6 +220,7 @@ class MultiStreamLM(nn.Module):
                 self.guided_attention.to_dict() if self.guided_attention is not None else None
             ),
             "transcript_dropout": self.transcript_dropout,
+            "tts_ctc_weight": self.tts_ctc_weight,
         }
 
     @classmethod
@@ -230,6 +242,7 @@ class MultiStreamLM(nn.Module):
             config.get("ctc_upsample", 1),
             config.get("guided_attention"),
             config.get("transcript_dropout", 0.0),
+            config.get("tts_ctc_weight", 0.0),
         )
 
     def _extend_vocabulary(self) -> None:
@@ -411,11 +424,11 @@ class MultiStreamLM(nn.Module):
         example_loss_sum.index_add_(0, example_index[rows_c], weighted_c.sum(-1))
         num_target_frames = target_frames.sum()
         stats = self._stats(ce0, correct0, targets0, ce_c, correct_c, mask_c)
-        if self.ctc_head is not None:
-            ctc, ctc_examples, num_chars = self._ctc_loss(frames, hidden, target_frames, lengths)
-            example_loss_sum.index_add_(0, ctc_examples, self.ctc_weight * ctc)
-            stats["loss_sum/ctc"] = float(ctc.detach().sum())
-            stats["count/ctc"] = float(num_chars)
+        for name, weight, speech, text in self._ctc_directions(frames, target_frames, lengths):
+            ctc, ctc_examples, num_chars = self._ctc_loss(frames, hidden, speech, text)
+            example_loss_sum.index_add_(0, ctc_examples, weight * ctc)
+            stats[f"loss_sum/{name}"] = float(ctc.detach().sum())
+            stats[f"count/{name}"] = float(num_chars)
         if self.guided_attention is not None:
             # Fixed stat names whether or not this batch has a pair (ranks reduce the same keys).
             penalty, rows = hidden.new_zeros(0), 0
@@ -459,23 +472,43 @@ class MultiStreamLM(nn.Module):
         )
         return inputs
 
+    def _ctc_directions(
+        self, frames: torch.Tensor, target_frames: torch.Tensor, lengths: torch.Tensor
+    ) -> list[tuple[str, float, torch.Tensor, torch.Tensor]]:
+        """The CTC losses this model trains, as (stat name, weight, speech [B, T], text [B, T]):
+        "ctc" reads the target text from the condition speech (ASR-shaped examples), "ctc_tts"
+        the condition text from the target speech (TTS-shaped). A zero weight is skipped."""
+        if self.ctc_head is None:
+            return []
+        stream0 = frames[..., 0]
+        positions = torch.arange(frames.shape[1], device=frames.device)
+        txt_lo, txt_hi = self.token_list.ranges["text"]
+        text = (positions < lengths[:, None]) & (stream0 >= txt_lo) & (stream0 < txt_hi)
+        # Frame t is read at hidden row t + S - 1, and training's hidden states stop at row
+        # T + S - 3, so a last frame has none. Templates end with eos or text after speech, so
+        # this drops nothing, but a cropped sequence must not index past the end.
+        speech = self._speech_frames(frames, lengths) & (positions < frames.shape[1] - 1)
+        directions = [
+            ("ctc", self.ctc_weight, speech & ~target_frames, text & target_frames),
+            ("ctc_tts", self.tts_ctc_weight, speech & target_frames, text & ~target_frames),
+        ]
+        return [direction for direction in directions if direction[1] > 0]
+
     def _ctc_loss(
         self,
         frames: torch.Tensor,
         hidden: torch.Tensor,
-        target_frames: torch.Tensor,
-        lengths: torch.Tensor,
+        speech: torch.Tensor,
+        text: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """CTC of the text target from the speech-condition frames of each ASR-shaped example.
+        """CTC of the text frames from the speech frames of each example that has both.
 
-        frames [B, T, S] undelayed ids, hidden [B, L-1, H] (delayed rows), target_frames [B, T].
-        Returns the CTC NLL per used example [B'], the indices of those examples [B'] and the
-        number of target text tokens.
+        frames [B, T, S] undelayed ids, hidden [B, L-1, H] (delayed rows), speech and text
+        [B, T] bool (`_ctc_directions`). Returns the CTC NLL per used example [B'], the indices
+        of those examples [B'] and the number of their text tokens.
         """
         stream0 = frames[..., 0]
         txt_lo, txt_hi = self.token_list.ranges["text"]
-        speech = self._speech_frames(frames, lengths) & ~target_frames  # [B, T]
-        text = target_frames & (stream0 >= txt_lo) & (stream0 < txt_hi)  # [B, T]
         used = torch.nonzero(speech.any(1) & text.any(1)).flatten()  # [B']
         if len(used) == 0:
             return hidden.new_zeros(0), used, 0

@@ -37,6 +37,9 @@ class ModelConfig:
     loss_weights: dict[str, float] | None = None
     # Weight of the optional CTC alignment loss on the speech frames of ASR examples (0 = off).
     ctc_weight: float = 0.0
+    # The same CTC head on the generated speech of TTS examples, reading their transcript: an
+    # alignment loss for TTS (0 = off). Both need loss_region "target" (text and speech apart).
+    tts_ctc_weight: float = 0.0
     # Prefix-LM attention: the condition rows (e.g. ASR speech) attend in both directions.
     prefix_lm: bool = False
     # CTC outputs per speech frame (MultiStreamLM.ctc_upsample); 1 = one label per frame.
@@ -175,9 +178,10 @@ class Config:
                 f"{where}: data.asr_speech_mask needs num_masks >= 0 and max_width >= 1, got "
                 f"{mask.num_masks} and {mask.max_width}"
             )
-        if self.model.ctc_weight < 0:
-            weight = self.model.ctc_weight
-            raise ConfigError(f"{where}: model.ctc_weight must be >= 0, got {weight}")
+        for key in ("ctc_weight", "tts_ctc_weight"):
+            if getattr(self.model, key) < 0:
+                weight = getattr(self.model, key)
+                raise ConfigError(f"{where}: model.{key} must be >= 0, got {weight}")
         if not 0 <= self.model.transcript_dropout < 1:
             dropout = self.model.transcript_dropout
             raise ConfigError(f"{where}: model.transcript_dropout must be in [0, 1), got {dropout}")

@@ -89,6 +89,7 @@ def build_model(config: Config, token_list: TokenList) -> MultiStreamLM:
         config.model.ctc_upsample,
         config.model.guided_attention,
         config.model.transcript_dropout,
+        config.model.tts_ctc_weight,
     )
 
 
