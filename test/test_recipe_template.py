@@ -220,6 +220,15 @@ def test_make_results_shows_missing_figures_as_dashes_and_names_them(tmp_path):
     assert "| 1 | data preparation | 5 | 2026-01-01T00:01:00 |" in text  # the latest run
     assert "./run.sh --stage 1\n```" in text
     assert "exp/m/decode_tts_test/score.json is missing" in result.stderr
+    assert "use its condition" not in text  # no gain measured: no section
+
+    gains = tmp_path / "exp" / "m" / "condition_gain"
+    gains.mkdir()
+    (gains / "tts_test.json").write_text('{"ce_own": 2.7761, "ce_other": 2.7792, "gain": 0.0031}')
+    assert run_make_results(tmp_path).returncode == 0
+    text = (tmp_path / "R.md").read_text()
+    assert "| test | tts | 2.776 | 2.779 | 0.003 | - | text / frame |" in text
+    assert "| test | asr |" not in text.split("use its condition?", 1)[1]  # not measured
 
 
 def test_make_results_names_a_malformed_timings_line(tmp_path):

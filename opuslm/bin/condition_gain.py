@@ -118,9 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument(
         "--prompt_source",
-        choices=("speaker", "self"),
-        default="speaker",
-        help="TTS speaker prompts as in training's data.prompt_source",
+        choices=("auto", "speaker", "self"),
+        default="auto",
+        help="TTS speaker prompts as in training's data.prompt_source (auto: another utterance "
+        "of the speaker where the manifest has utt2spk, else the utterance's own start)",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
@@ -130,10 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     model, step_dir = load_checkpoint_model(args.checkpoint)
     model = model.to(args.device).eval()
     try:
+        manifest = Manifest.load(args.manifest)
+        prompt_source = args.prompt_source
+        if prompt_source == "auto":
+            prompt_source = "speaker" if manifest.utt2spk else "self"
         with torch.inference_mode():
-            result = condition_gain(
-                model, Manifest.load(args.manifest), args.batch_size, args.prompt_source
-            )
+            result = condition_gain(model, manifest, args.batch_size, prompt_source)
     except ManifestError as e:
         parser.error(str(e))
     result["checkpoint"] = str(step_dir)

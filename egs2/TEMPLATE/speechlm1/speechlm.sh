@@ -31,8 +31,9 @@
 # 10  scoring                     decode dirs, dump/raw/<test set>/,      <decode dir>/score.json, <model>/RESULTS.md,
 #                                 data/<text test set>/text,              <model>/score_text_<text set>/,
 #                                 exp/base_lm_<tag>/hf                     exp/base_lm_<tag>/score_text_<text set>/,
-#                                                                          <model>/copy_synthesis_<test set>/,
-#                                                                          exp/judge_ref_transcripts/<test set>.json
+#                                 exp/manifests/{asr,tts}_<test set>/     <model>/copy_synthesis_<test set>/,
+#                                                                          exp/judge_ref_transcripts/<test set>.json,
+#                                                                          <model>/condition_gain/<task>_<test set>.json
 # 11  packing                     the last model, tokenizers,             <model>/packed/
 #                                 --decode_config                          (stage 9 decodes with it,
 #                                                                          so it packs if needed)
@@ -652,6 +653,27 @@ score_copy_synthesis() {
   done
 }
 
+# score_condition_gain: how much the last model uses its condition (opuslm.bin.condition_gain):
+# the teacher-forced CE of each test utterance with its own transcript (TTS) or speech (ASR)
+# against another's. A TTS judge-WER near 100% with a gain near 0 is a model that ignores the text.
+score_condition_gain() {
+  local model set task manifest dir marker
+  model=$(model_dir)
+  dir="${model}/condition_gain"
+  mkdir -p "${dir}"
+  for set in "${test_set_list[@]}"; do
+    for task in ${inference_tasks}; do
+      manifest="exp/manifests/${task}_${set}/data.json"
+      [ -f "${manifest}" ] || continue
+      marker=".done_${task}_${set}"
+      is_done "${dir}" "${model}/.done" "${manifest}" && continue
+      "${python}" -m opuslm.bin.condition_gain --checkpoint "${model}" --manifest "${manifest}" \
+        --output "${dir}/${task}_${set}.json"
+      mark_done "${dir}"
+    done
+  done
+}
+
 stage_10() {
   local jobs job model task set max_utts
   mapfile -t jobs < <(decode_jobs)
@@ -663,6 +685,7 @@ stage_10() {
   if [ "${copy_synthesis}" = true ] && [[ " ${inference_tasks} " == *" tts "* ]]; then
     score_copy_synthesis
   fi
+  score_condition_gain
   for model in $(decoded_models); do
     "${python}" -m opuslm.bin.results "${model}" >/dev/null
   done

@@ -127,6 +127,43 @@ def tts_section(s: Summary, model: Path, test_sets: list[str]) -> list[str]:
     ]
 
 
+def condition_section(s: Summary, model: Path, test_sets: list[str]) -> list[str]:
+    """Stage 10's condition gains of the last model; no section where it measured none."""
+    rows = []
+    for test_set in test_sets:
+        for task, condition, unit in (("asr", "speech", "character"), ("tts", "text", "frame")):
+            path = model / "condition_gain" / f"{task}_{test_set}.json"
+            if not path.is_file():
+                continue  # a task the recipe does not infer
+            gain = s.score(path)
+            rows.append(
+                [
+                    test_set,
+                    task,
+                    s.cell(gain.get("ce_own"), 3),
+                    s.cell(gain.get("ce_other"), 3),
+                    s.cell(gain.get("gain"), 3),
+                    s.cell(gain.get("ctc_gain"), 3),
+                    f"{condition} / {unit}",
+                ]
+            )
+    if not rows:
+        return []
+    headers = ["test set", "task", "CE own", "CE other", "gain", "CTC gain", "swapped / per"]
+    return [
+        "## Does the model use its condition?",
+        "",
+        f"Teacher-forced CE of {model.name} (nats) on the test token dumps with each utterance's "
+        "own condition and with the next utterance's (`opuslm.bin.condition_gain`): ASR's text "
+        "per character with the speech swapped, TTS's semantic stream per frame with the "
+        "transcript swapped. A gain near 0 means the model ignores the condition: it guesses "
+        "the sentence (ASR) or babbles speech (TTS). CTC gain: the same for the CTC of that "
+        "direction, where the model trains one.",
+        "",
+        *table(headers, rows),
+    ]
+
+
 def text_section(s: Summary, model: Path, base_lm_dir: Path, text_sets: list[str]) -> list[str]:
     rows, notes = [], []
     for text_set in text_sets:
@@ -351,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines += asr_section(s, args.model_dir, test_sets)
     lines += tts_section(s, args.model_dir, test_sets)
+    lines += condition_section(s, args.model_dir, test_sets)
     if text_sets:
         lines += text_section(s, args.model_dir, args.base_lm_dir, text_sets)
     if all(study_dirs):
