@@ -59,6 +59,15 @@ def _permit_as_created(path: str, directory: bool) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_current_umask())
 
 
+def _share_private_files(directory: Path) -> None:
+    """Give the files under `directory` that their writer left private (no group / other bits:
+    safetensors writes 0600 whatever the umask, and so does Hugging Face's save_pretrained
+    through it) the mode a plain open would give. Other modes are left as written."""
+    for path in directory.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077 == 0:
+            _permit_as_created(str(path), directory=False)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[str]:
     """Yield a temporary path next to `path`; on success rename it onto `path`, else delete it.
@@ -67,9 +76,10 @@ def atomic_path(path: str | os.PathLike, durable: bool = True) -> Iterator[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    _permit_as_created(tmp, directory=False)
     try:
         yield tmp
+        # After the writer: some (safetensors) replace the file with a private one of their own.
+        _permit_as_created(tmp, directory=False)
         if durable:
             fsync_file(tmp)
         os.replace(tmp, path)
@@ -102,16 +112,21 @@ def write_directory_atomic(output_dir: str | os.PathLike, write: Callable[[Path]
         tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.", suffix=".tmp")
     )
     _permit_as_created(str(tmp), directory=True)
+    # A directory cannot be renamed over a non-empty one: the previous output is moved aside
+    # first, so output_dir is missing only between two renames, never half-deleted.
+    previous = tmp.with_name(tmp.name + ".old")
     try:
         write(tmp)
+        _share_private_files(tmp)
         fsync_tree(tmp)
         if output_dir.exists():
-            # A directory cannot be renamed over a non-empty one: only this removal of the
-            # previous output is not atomic.
-            shutil.rmtree(output_dir)
+            os.replace(output_dir, previous)
         os.replace(tmp, output_dir)
     except BaseException:
+        if previous.exists() and not output_dir.exists():
+            os.replace(previous, output_dir)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     fsync_directory(output_dir.parent)
+    shutil.rmtree(previous, ignore_errors=True)
     return output_dir

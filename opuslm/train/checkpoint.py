@@ -22,7 +22,6 @@ import pickle  # only for its exception type: nothing here unpickles
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from opuslm.fileio import fsync_tree, write_text_atomic
+from opuslm.fileio import write_directory_atomic, write_text_atomic
 from opuslm.vocab import TokenList
 
 WEIGHTS = "model.safetensors"
@@ -156,21 +155,16 @@ def save_checkpoint(
 ) -> Path:
     """Write `root/step_<step>/` atomically, point `latest` at it, keep the last N."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = step_dir(root, step)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp"))
-    try:
-        save_weights(weights, tmp / WEIGHTS)
-        torch.save(train_state, tmp / TRAIN_STATE)
-        (tmp / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        token_list.save(tmp / TOKEN_LIST)
-        fsync_tree(tmp)  # `latest` must never point at weights still only in the page cache
-        if final.exists():  # same step saved again: move the old one aside, then drop it
-            os.replace(final, tmp.with_name(tmp.name + ".old"))
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    def write(directory: Path) -> None:
+        save_weights(weights, directory / WEIGHTS)
+        torch.save(train_state, directory / TRAIN_STATE)
+        (directory / CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        token_list.save(directory / TOKEN_LIST)
+
+    # Flushed before the rename: `latest` must never point at weights still only in the page
+    # cache. The same step saved again replaces the old one.
+    final = write_directory_atomic(step_dir(root, step), write)
     write_text_atomic(root / LATEST, final.name + "\n")
     if keep_last_n is not None:
         for old in list_checkpoints(root)[:-keep_last_n]:

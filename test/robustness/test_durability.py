@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from opuslm.dump import Shard, ShardWriter
 from opuslm.fileio import atomic_path, write_directory_atomic, write_text_atomic
@@ -97,10 +98,54 @@ def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
         write_text_atomic(tmp_path / "a.txt", "x")
         with atomic_path(tmp_path / "b.bin") as tmp:
             Path(tmp).write_bytes(b"y")
-        out = write_directory_atomic(tmp_path / "d", lambda d: (d / "f").write_text("z"))
+        # safetensors replaces the temp file with a private (0600) one of its own.
+        with atomic_path(tmp_path / "e.safetensors") as tmp:
+            save_file({"x": torch.ones(1)}, tmp)
+
+        def write(directory: Path) -> None:
+            (directory / "f").write_text("z")
+            (directory / "run.sh").write_text("true\n")
+            (directory / "run.sh").chmod(0o750)  # a mode the writer chose is kept
+
+        out = write_directory_atomic(tmp_path / "d", write)
+        token_list = TokenList.build(["a"], num_semantic=2, num_codebooks=1, codebook_size=2)
+        step = ckpt.save_checkpoint(tmp_path / "ck", 1, {"w": torch.ones(1)}, {}, {}, token_list)
         os.umask(0o027)
         write_text_atomic(tmp_path / "c.txt", "x")
     finally:
         os.umask(old)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in [*tmp_path.iterdir(), out / "f"]}
-    assert modes == {"a.txt": 0o644, "b.bin": 0o644, "d": 0o755, "f": 0o644, "c.txt": 0o640}
+    written = [*tmp_path.iterdir(), out / "f", out / "run.sh", step, step / ckpt.WEIGHTS]
+    modes = {p.name: p.stat().st_mode & 0o777 for p in written}
+    assert modes == {
+        "a.txt": 0o644,
+        "b.bin": 0o644,
+        "d": 0o755,
+        "f": 0o644,
+        "run.sh": 0o750,
+        "e.safetensors": 0o644,
+        "c.txt": 0o640,
+        "ck": 0o755,
+        step.name: 0o755,  # a checkpoint, too, is readable by the team
+        ckpt.WEIGHTS: 0o644,
+    }
+
+
+def test_a_directory_written_again_replaces_the_old_one_whole(tmp_path, monkeypatch):
+    out = write_directory_atomic(tmp_path / "d", lambda d: (d / "old").write_text("1"))
+    write_directory_atomic(out, lambda d: (d / "new").write_text("2"))
+    assert sorted(p.name for p in out.iterdir()) == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no temp or moved-aside dir left
+
+    # If publishing the new one fails, the old one is back in its place, whole.
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(src).endswith(".tmp"):  # the new directory's rename, not the move aside / back
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_directory_atomic(out, lambda d: (d / "newer").write_text("3"))
+    assert sorted(p.name for p in out.iterdir()) == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
