@@ -2,7 +2,7 @@
 """Rows of EXPERIMENTS.md from local/run_experiments.sh outputs (exp/experiments/<name>/).
 
 Per experiment: steps, training seconds, the last held-out (valid) teacher-forced loss of each task
-(valid sentences are text-disjoint from training), the CTC loss when used, and with --score the
+(valid sentences are text-disjoint from training), the CTC losses when used, and with --score the
 test-set WER/CER of the greedy transcripts (opuslm.bin.score_asr, whisper normaliser).
 
     local/experiments_table.py [--score] [--out exp/experiments] [name...]
@@ -25,6 +25,7 @@ COLUMNS = (
     "valid tts loss",
     "valid textlm CE",
     "ctc/char",
+    "tts ctc/char",
     "test WER %",
     "test CER %",
 )
@@ -51,6 +52,8 @@ def row(directory: Path, score: bool, reference: Path) -> list[str]:
         f"{asr['ce/text']:.3f}" if asr else "-",
         *(f"{valid[t]['loss/' + t]:.3f}" if t in valid else "-" for t in ("tts", "textlm")),
         f"{asr['ce/ctc']:.3f}" if "ce/ctc" in asr else "-",
+        # model.tts_ctc_weight: the transcript read back from the TTS speech rows.
+        f"{valid['tts']['ce/ctc_tts']:.3f}" if "ce/ctc_tts" in valid.get("tts", {}) else "-",
     ]
     hyp = directory / "asr_test" / "text"
     if score and hyp.exists():
