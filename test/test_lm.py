@@ -332,37 +332,49 @@ def ctc_batch(token_list: TokenList, seed: int = 0):
     return batch.frames, batch.loss_mask, batch.lengths, speech, text
 
 
-@pytest.mark.parametrize("upsample", [1, 2])
-def test_ctc_loss_is_added_for_asr_examples_only(upsample):
-    torch.manual_seed(0)
-    token_list = tiny_token_list()
-    plain = MultiStreamLM.from_base(tiny_config(), token_list).eval()
-    with_ctc = MultiStreamLM.from_base(
-        tiny_config(), token_list, ctc_weight=0.5, ctc_upsample=upsample
-    ).eval()
-    with_ctc.load_state_dict({**with_ctc.state_dict(), **plain.state_dict()})
-    frames, loss_mask, lengths, speech, text = ctc_batch(token_list)
-    base = plain(frames, loss_mask, lengths)
-    out = with_ctc(frames, loss_mask, lengths)
-
-    # By hand: the ASR example's speech frames, each read where all its streams have been seen.
-    delayed = delay(frames, token_list.pad_id)
-    hidden, _ = with_ctc.hidden_states(delayed[:, :-1])
-    first_unit = token_list.encode_frames(speech)[0, 0]
-    start = int(np.flatnonzero(frames[0, :, 0].numpy() == first_unit)[0])
-    rows = torch.arange(start, start + len(speech)) + token_list.num_streams - 1
+def ctc_by_hand(model, frames, example, start, num_frames, text, upsample=1):
+    """CTC NLL of `text` from the `num_frames` speech frames from `start` of batch row `example`,
+    each read at the hidden row where all its streams have been seen (frame + S - 1)."""
+    token_list = model.token_list
+    hidden, _ = model.hidden_states(delay(frames, token_list.pad_id)[:, :-1])
+    rows = torch.arange(start, start + num_frames) + token_list.num_streams - 1
     # With upsampling, frame t's head output holds outputs tU .. tU + U - 1, each C + 1 wide.
-    log_probs = with_ctc.ctc_head(hidden[0, rows]).view(len(speech) * upsample, -1)
-    log_probs = log_probs.log_softmax(-1)
+    log_probs = model.ctc_head(hidden[example, rows]).view(num_frames * upsample, -1)
     assert log_probs.shape[-1] == token_list.size("text") + 1
-    expected = F.ctc_loss(
-        log_probs[:, None],
+    return F.ctc_loss(
+        log_probs.log_softmax(-1)[:, None],
         torch.as_tensor(text)[None],
-        torch.tensor([len(speech) * upsample]),
+        torch.tensor([num_frames * upsample]),
         torch.tensor([len(text)]),
         blank=token_list.size("text"),
         reduction="sum",
     )
+
+
+def with_and_without_ctc(**ctc_options):
+    """A model with the CTC options and the same model without a CTC head, both run on
+    `ctc_batch`: (model, the batch's frames, speech and text, its outputs without and with)."""
+    torch.manual_seed(0)
+    token_list = tiny_token_list()
+    plain = MultiStreamLM.from_base(tiny_config(), token_list).eval()
+    model = MultiStreamLM.from_base(tiny_config(), token_list, **ctc_options).eval()
+    model.load_state_dict({**model.state_dict(), **plain.state_dict()})
+    frames, loss_mask, lengths, speech, text = ctc_batch(token_list)
+    base, out = (m(frames, loss_mask, lengths) for m in (plain, model))
+    return model, frames, speech, text, base, out
+
+
+@pytest.mark.parametrize("upsample", [1, 2])
+def test_ctc_loss_is_added_for_asr_examples_only(upsample):
+    with_ctc, frames, speech, text, base, out = with_and_without_ctc(
+        ctc_weight=0.5, ctc_upsample=upsample
+    )
+    token_list = with_ctc.token_list
+
+    # By hand: the ASR example's speech frames.
+    first_unit = token_list.encode_frames(speech)[0, 0]
+    start = int(np.flatnonzero(frames[0, :, 0].numpy() == first_unit)[0])
+    expected = ctc_by_hand(with_ctc, frames, 0, start, len(speech), text, upsample)
     assert torch.allclose(out.example_loss_sum[0], base.example_loss_sum[0] + 0.5 * expected)
     assert torch.allclose(out.example_loss_sum[1], base.example_loss_sum[1])  # TTS: untouched
     assert out.stats["count/ctc"] == len(text)
@@ -371,33 +383,16 @@ def test_ctc_loss_is_added_for_asr_examples_only(upsample):
 
 @pytest.mark.parametrize("asr_weight", [0.0, 0.5])
 def test_tts_ctc_reads_the_transcript_from_the_generated_speech(asr_weight):
-    torch.manual_seed(0)
-    token_list = tiny_token_list()
-    plain = MultiStreamLM.from_base(tiny_config(), token_list).eval()
-    model = MultiStreamLM.from_base(
-        tiny_config(), token_list, ctc_weight=asr_weight, tts_ctc_weight=0.7
-    ).eval()
-    model.load_state_dict({**model.state_dict(), **plain.state_dict()})
-    frames, loss_mask, lengths, speech, text = ctc_batch(token_list)
-    base = plain(frames, loss_mask, lengths)
-    out = model(frames, loss_mask, lengths)
-
-    # By hand: the TTS example's target speech (not its prompt, which is also speech), each frame
-    # read where all its streams have been seen, against the transcript it was given.
-    delayed = delay(frames, token_list.pad_id)
-    hidden, _ = model.hidden_states(delayed[:, :-1])
-    start = int(np.flatnonzero(frames[1, :, 0].numpy() == token_list.id("<speech_start>"))[0]) + 1
-    rows = torch.arange(start, start + len(speech)) + token_list.num_streams - 1
-    assert frames[1, start + len(speech), 0] == token_list.eos_id  # the target speech's end
-    log_probs = model.ctc_head(hidden[1, rows]).log_softmax(-1)
-    expected = F.ctc_loss(
-        log_probs[:, None],
-        torch.as_tensor(text)[None],
-        torch.tensor([len(speech)]),
-        torch.tensor([len(text)]),
-        blank=token_list.size("text"),
-        reduction="sum",
+    model, frames, speech, text, base, out = with_and_without_ctc(
+        ctc_weight=asr_weight, tts_ctc_weight=0.7
     )
+    token_list = model.token_list
+
+    # By hand: the TTS example's target speech (not its prompt, which is also speech), against
+    # the transcript it was given.
+    start = int(np.flatnonzero(frames[1, :, 0].numpy() == token_list.id("<speech_start>"))[0]) + 1
+    assert frames[1, start + len(speech), 0] == token_list.eos_id  # the target speech's end
+    expected = ctc_by_hand(model, frames, 1, start, len(speech), text)
     assert torch.allclose(out.example_loss_sum[1], base.example_loss_sum[1] + 0.7 * expected)
     assert out.stats["count/ctc_tts"] == len(text)
     assert out.stats["loss_sum/ctc_tts"] == pytest.approx(float(expected.detach()), rel=1e-5)
