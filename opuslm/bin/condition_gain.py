@@ -7,7 +7,8 @@ the speech swapped. The gain is CE(other) - CE(own): about 0 for a model that ig
 condition (a speech LM that babbles, or a text LM that guesses the sentence), and large for one
 that reads it. Training's validation loss alone cannot tell those apart. With a CTC head the same
 is reported for the CTC of that direction (`model.ctc_weight` for ASR, `model.tts_ctc_weight` for
-TTS).
+TTS). Its gain is large, in both directions, when the CTC head reads the speech: for TTS the
+swapped transcript is also the CTC's target, so a head that copied the text would gain nothing.
 
     python -m opuslm.bin.condition_gain --checkpoint exp/speechlm_demo \\
         --manifest exp/manifests/tts_valid/data.json --output exp/speechlm_demo/gain_tts.json
