@@ -157,8 +157,8 @@ def condition_section(s: Summary, model: Path, test_sets: list[str]) -> list[str
         "own condition and with the next utterance's (`opuslm.bin.condition_gain`): ASR's text "
         "per character with the speech swapped, TTS's semantic stream per frame with the "
         "transcript swapped. A gain near 0 means the model ignores the condition: it guesses "
-        "the sentence (ASR) or babbles speech (TTS). CTC gain: the same for the CTC of that "
-        "direction, where the model trains one.",
+        "the sentence (ASR) or babbles speech (TTS). CTC gain: the same for the CTC loss of that "
+        "direction, where the model trains one; it is large when the CTC head reads the speech.",
         "",
         *table(headers, rows),
     ]
