@@ -141,8 +141,9 @@ class MultiStreamLM(nn.Module):
         # The same CTC, read the other way: the transcript from the hidden states of the speech
         # a TTS example generates. Those rows are causal, so to emit frame t's character the
         # model must know, while it speaks, how far into the text it is: the alignment a TTS
-        # decoder has to learn, given as a loss (CTC alignment losses for LM-based TTS, e.g.
-        # Koel-TTS, Hussain et al. 2025).
+        # decoder has to learn, given as a loss (as CTC alignment losses in LM-based TTS, e.g.
+        # Koel-TTS). The rows also see the speech itself, though: in the mini recipe the loss
+        # was met by recognising it, and the TTS still ignored its text (EXPERIMENTS.md).
         self.tts_ctc_weight = float(tts_ctc_weight)
         self.prefix_lm = bool(prefix_lm)
         # CTC outputs per speech frame: at 25 Hz a character transcript needs about 0.6 labels
