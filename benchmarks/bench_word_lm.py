@@ -42,13 +42,13 @@ def main() -> None:
         lm.save_arpa(arpa)
         lines = {p.suffix: len(p.read_text().splitlines()) for p in (counts, arpa)}
         times: dict[str, list[float]] = {"counts": [], "arpa": []}
+        loaded: dict[str, WordNgramLM] = {}
         for _ in range(args.repeats):
             for name, path in (("counts", counts), ("arpa", arpa)):
                 start = time.perf_counter()
-                loaded = WordNgramLM.load(path)
+                loaded[name] = WordNgramLM.load(path)
                 times[name].append(time.perf_counter() - start)
-        from_arpa = loaded
-        from_counts = WordNgramLM.load(counts)
+        from_arpa, from_counts = loaded["arpa"], loaded["counts"]
     rng = random.Random(1)
     worst = max(
         abs(from_arpa.logprob(w, h) - from_counts.logprob(w, h))

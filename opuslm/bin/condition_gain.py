@@ -31,6 +31,7 @@ from opuslm.fileio import write_text_atomic
 from opuslm.model.lm import MultiStreamLM
 from opuslm.packing import load_checkpoint_model
 from opuslm.tasks import Example, build_sequence
+from opuslm.train.report import MetricSums, summarise
 
 log = logging.getLogger("opuslm.condition_gain")
 
@@ -53,21 +54,16 @@ def mean_losses(
     token of its CTC direction when the model trains one: {"ce": ..., ["ctc": ...]}."""
     _, modality, ctc = SWAPS[task]
     token_list = model.token_list
-    sums: dict[str, float] = {}
+    sums = MetricSums([task])  # as validation sums them
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        sequences = [build_sequence(task, example, token_list) for example in chunk]
-        batch = collate(sequences, token_list.pad_id)
-        device = model.device
-        stats = model(
-            batch.frames.to(device), batch.loss_mask.to(device), batch.lengths.to(device)
-        ).stats
-        for key in (f"loss_sum/{modality}", f"count/{modality}", f"loss_sum/{ctc}", f"count/{ctc}"):
-            if key in stats:
-                sums[key] = sums.get(key, 0.0) + stats[key]
-    out = {"ce": sums[f"loss_sum/{modality}"] / max(sums[f"count/{modality}"], 1.0)}
-    if sums.get(f"count/{ctc}", 0.0) > 0:
-        out["ctc"] = sums[f"loss_sum/{ctc}"] / sums[f"count/{ctc}"]
+        batch = collate([build_sequence(task, e, token_list) for e in chunk], token_list.pad_id)
+        on_device = batch.to(model.device)
+        sums.add(model(on_device.frames, on_device.loss_mask, on_device.lengths), batch)
+    metrics = summarise(dict(sums.values))
+    out = {"ce": metrics[f"ce/{modality}"]}
+    if f"ce/{ctc}" in metrics:
+        out["ctc"] = metrics[f"ce/{ctc}"]
     return out
 
 

@@ -179,8 +179,8 @@ class Config:
                 f"{mask.num_masks} and {mask.max_width}"
             )
         for key in ("ctc_weight", "tts_ctc_weight"):
-            if getattr(self.model, key) < 0:
-                weight = getattr(self.model, key)
+            weight = getattr(self.model, key)
+            if weight < 0:
                 raise ConfigError(f"{where}: model.{key} must be >= 0, got {weight}")
         if not 0 <= self.model.transcript_dropout < 1:
             dropout = self.model.transcript_dropout
