@@ -22,13 +22,13 @@ from opuslm.train.config import ConfigError, load_config
 GUIDE = {"weight": 0.5, "sigma": 0.3, "layers": [1], "heads": 2}
 
 
-def models(kind: str = "llama", prefix_lm: bool = False):
+def models(kind: str = "llama", prefix_lm: bool = False, guide: dict = GUIDE):
     """The same random weights without and with guided attention."""
     token_list = tiny_token_list()
     torch.manual_seed(0)
     plain = MultiStreamLM.from_base(tiny_config(kind), token_list, prefix_lm=prefix_lm).eval()
     guided = MultiStreamLM.from_base(
-        tiny_config(kind), token_list, prefix_lm=prefix_lm, guided_attention=GUIDE
+        tiny_config(kind), token_list, prefix_lm=prefix_lm, guided_attention=guide
     ).eval()
     guided.load_state_dict(plain.state_dict())
     return token_list, plain, guided
@@ -70,6 +70,14 @@ def test_pairs_take_asr_text_queries_and_tts_speech_queries():
         assert float(pairs.prior[0, n, t]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert float(pairs.prior[0, 0, 8]) > 0.9  # first character, last frame: far off
     assert float(pairs.prior[0, len(text) :].abs().sum()) == 0.0
+    assert pairs.query_valid.sum(1).tolist() == pairs.num_queries.tolist()
+    # `tasks` keeps one direction; the rows of the example it keeps do not change.
+    ranges = (token_list.ranges["text"], token_list.ranges["semantic"])
+    tts_only = guide_pairs(frames, target, lengths, *ranges, 0.2, tasks=("tts",))
+    assert tts_only.examples.tolist() == [1]
+    assert tts_only.key_rows[0, : len(text)].tolist() == tts_text.tolist()
+    assert guide_pairs(frames, target, lengths, *ranges, 0.2, ("asr",)).examples.tolist() == [0]
+    assert guide_pairs(frames[:1], target[:1], lengths[:1], *ranges, 0.2, ("tts",)) is None
 
 
 def test_text_only_batches_have_no_pairs():
@@ -85,15 +93,18 @@ def test_text_only_batches_have_no_pairs():
 
 @pytest.mark.parametrize("kind", ["llama", "olmo2"])
 @pytest.mark.parametrize("prefix_lm", [False, True])
-def test_penalty_equals_hand_computation_and_output_is_unchanged(kind, prefix_lm):
-    token_list, plain, guided = models(kind, prefix_lm)
+@pytest.mark.parametrize("keys", ["condition", "all"])
+def test_penalty_equals_hand_computation_and_output_is_unchanged(kind, prefix_lm, keys):
+    guide = {**GUIDE, "keys": keys}
+    token_list, plain, guided = models(kind, prefix_lm, guide)
     frames, loss_mask, lengths, _, _ = ctc_batch(token_list)
     base = plain(frames, loss_mask, lengths)
     out = guided(frames, loss_mask, lengths)
 
     # By hand: the rotated queries and keys of layer 1 from eager attention weights. The eager
-    # weights are softmax(q k / sqrt(d) + mask) over all keys; renormalising them over the pair's
-    # keys gives the guided attention (the pair's keys are never masked).
+    # weights are softmax(q k / sqrt(d) + mask) over all keys: the attention `keys: all` guides.
+    # Renormalising them over the pair's keys gives that of `keys: condition` (the pair's keys
+    # are never masked).
     captured = {}
     plain.body.config._attn_implementation = "eager"
     mask = None
@@ -120,9 +131,12 @@ def test_penalty_equals_hand_computation_and_output_is_unchanged(kind, prefix_lm
         q = pairs.query_rows[i, : pairs.num_queries[i]]
         k = pairs.key_rows[i][pairs.key_valid[i]]
         block = weights[b, : GUIDE["heads"]][:, q][:, :, k]  # [h, Q, K]
-        block = block / block.sum(-1, keepdim=True)
         prior = pairs.prior[i, : len(q)][:, pairs.key_valid[i]]
-        expected.append(float((block * prior).sum(-1).sum(-1).mean()))
+        if keys == "all":
+            far = 1 - (block * (1 - prior)).sum(-1)  # [h, Q]
+        else:
+            far = (block / block.sum(-1, keepdim=True) * prior).sum(-1)
+        expected.append(float(far.sum(-1).mean()))
     added = (out.example_loss_sum - base.example_loss_sum).tolist()
     assert added == pytest.approx([GUIDE["weight"] * e for e in expected], rel=1e-4)
     assert out.stats["loss_sum/guided"] == pytest.approx(sum(expected), rel=1e-4)
@@ -133,9 +147,11 @@ def test_penalty_equals_hand_computation_and_output_is_unchanged(kind, prefix_lm
     assert guided.body.config._attn_implementation == "sdpa"  # restored after the forward
 
 
-def test_training_with_the_guide_lowers_the_penalty():
-    """A few steps on one batch: the guided heads move their mass towards the diagonal."""
-    token_list, _, guided = models()
+@pytest.mark.parametrize("keys, ratio", [("condition", 0.5), ("all", 0.65)])
+def test_training_with_the_guide_lowers_the_penalty(keys, ratio):
+    """A few steps on one batch: the guided heads move their mass towards the diagonal (with
+    `keys: all` more slowly: the mass must also leave the keys outside the condition)."""
+    token_list, _, guided = models(guide={**GUIDE, "keys": keys})
     frames, loss_mask, lengths, _, _ = ctc_batch(token_list, seed=1)
     guided.train()
     optimizer = torch.optim.Adam(guided.parameters(), lr=3e-3)
@@ -146,13 +162,13 @@ def test_training_with_the_guide_lowers_the_penalty():
         out.loss_sum.backward()
         optimizer.step()
         optimizer.zero_grad()
-    assert penalties[-1] < 0.5 * penalties[0]
+    assert penalties[-1] < ratio * penalties[0]
 
 
 def test_settings_round_trip_and_are_checked(tmp_path):
     token_list, _, guided = models()
     config = guided.config_dict()
-    assert config["guided_attention"] == GUIDE
+    assert config["guided_attention"] == {**GUIDE, "tasks": ["asr", "tts"], "keys": "condition"}
     rebuilt = MultiStreamLM.from_config_dict(config, token_list)
     assert rebuilt.guided_attention == GuidedAttention(**GUIDE)
     plain_config = MultiStreamLM.from_base(tiny_config(), token_list).config_dict()
@@ -161,6 +177,13 @@ def test_settings_round_trip_and_are_checked(tmp_path):
         MultiStreamLM.from_base(
             tiny_config(), token_list, guided_attention={**GUIDE, "layers": [2]}
         )
+    with pytest.raises(ValueError, match=r"tasks must be a non-empty subset .* got \['tts', 'x'\]"):
+        GuidedAttention(weight=1, tasks=["tts", "x"])
+    with pytest.raises(ValueError, match="keys must be one of"):
+        GuidedAttention(weight=1, keys="speech")
+    tts_all = {**GUIDE, "tasks": ["tts"], "keys": "all"}
+    rebuilt = MultiStreamLM.from_config_dict(models(guide=tts_all)[2].config_dict(), token_list)
+    assert rebuilt.guided_attention == GuidedAttention(**tts_all)
     with pytest.raises(ValueError, match="heads 5 > the body's 4 heads"):
         MultiStreamLM.from_base(tiny_config(), token_list, guided_attention={**GUIDE, "heads": 5})
     with pytest.raises(ValueError, match="gradient checkpointing"):

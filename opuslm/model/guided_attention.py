@@ -11,7 +11,16 @@ pay, for every query row, the attention mass they put on key positions far from 
 
 with A the head's attention of query row n over the K keys of the other modality only (the
 softmax is taken over those keys, so a head cannot dodge the prior by looking elsewhere; whether
-it looks at them at all stays the LM's choice).
+it looks at them at all stays the LM's choice). That is `keys: condition`, the default.
+
+With `keys: all` the head is also told to look: A is its real attention over every key row the
+query sees, and mass anywhere but the other modality's band counts as far,
+
+    penalty(n) = 1 - sum_t A[n, t] * exp(-(n / N - t / T)^2 / (2 sigma^2)),
+
+so the head becomes a pointer into the condition that the layers above can read (the TTS, left
+to itself, learns to predict speech from the speech before it and ignores its transcript;
+EXPERIMENTS.md, "Does the TTS use its text?"). `tasks` picks the directions that are guided.
 
 Pairs, found from the frames alone (no task names), per example:
   - ASR-shaped: queries = the rows predicting target text frames, keys = condition speech frames;
@@ -42,6 +51,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from opuslm.model.positions import compact_positions
 
 WRAPPER_PREFIX = "opuslm_guided_"
+GUIDED_TASKS = ("asr", "tts")
+GUIDED_KEYS = ("condition", "all")
 
 
 @dataclass(frozen=True)
@@ -52,9 +63,21 @@ class GuidedAttention:
     sigma: float = 0.2  # width of the diagonal band, in fractions of the sequences
     layers: tuple[int, ...] = (1,)  # decoder layers (0-based) whose heads are guided
     heads: int = 1  # the first `heads` query heads of each guided layer
+    tasks: tuple[str, ...] = ("asr", "tts")  # the directions guided (see guide_pairs)
+    keys: str = "condition"  # softmax over the condition's keys only, or "all" the row sees
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.tasks or not set(self.tasks) <= set(GUIDED_TASKS):
+            raise ValueError(
+                f"guided attention tasks must be a non-empty subset of {list(GUIDED_TASKS)}, "
+                f"got {list(self.tasks)}"
+            )
+        if self.keys not in GUIDED_KEYS:
+            raise ValueError(
+                f"guided attention keys must be one of {GUIDED_KEYS}, got {self.keys!r}"
+            )
         if not self.weight > 0:
             raise ValueError(f"guided attention weight must be > 0, got {self.weight}")
         if not self.sigma > 0:
@@ -76,7 +99,7 @@ class GuidedAttention:
             raise ValueError(f"guided attention heads {self.heads} > the body's {heads} heads")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "layers": list(self.layers)}
+        return {**asdict(self), "layers": list(self.layers), "tasks": list(self.tasks)}
 
 
 class GuidePairs(NamedTuple):
@@ -87,6 +110,7 @@ class GuidePairs(NamedTuple):
     key_rows: torch.Tensor  # [B', K]
     prior: torch.Tensor  # [B', Q, K] float: the penalty weights (0 on padded queries)
     key_valid: torch.Tensor  # [B', K] bool
+    query_valid: torch.Tensor  # [B', Q] bool
     num_queries: torch.Tensor  # [B'] long
 
 
@@ -97,8 +121,10 @@ def guide_pairs(
     text_range: tuple[int, int],
     speech_range: tuple[int, int],
     sigma: float,
+    tasks: tuple[str, ...] = GUIDED_TASKS,
 ) -> GuidePairs | None:
-    """The guided query / key rows of a batch, or None when no example pairs text with speech.
+    """The guided query / key rows of a batch, or None when no example of the guided `tasks`
+    pairs text with speech.
 
     frames [B, T, S] undelayed ids, target_frames [B, T] bool (valid target frames), lengths [B].
     Stream 0 of frame f enters the delayed sequence at row f, and hidden row f - 1 predicts it, so
@@ -112,6 +138,8 @@ def guide_pairs(
     tts_queries, tts_keys = target_frames & speech, ~target_frames & text
     is_asr = asr_queries.any(1) & asr_keys.any(1)
     is_tts = tts_queries.any(1) & tts_keys.any(1) & ~is_asr
+    is_asr &= "asr" in tasks
+    is_tts &= "tts" in tasks
     examples = torch.nonzero(is_asr | is_tts).flatten()
     if len(examples) == 0:
         return None
@@ -128,9 +156,10 @@ def guide_pairs(
     k_pos = (k_index[None] + 0.5) / num_keys[:, None]  # [B', K]
     distance = q_pos[:, :, None] - k_pos[:, None, :]
     prior = 1.0 - torch.exp(-distance.square() / (2.0 * sigma * sigma))
-    prior = prior * (q_index[None] < num_queries[:, None])[:, :, None]
+    query_valid = q_index[None] < num_queries[:, None]
+    prior = prior * query_valid[:, :, None]
     key_valid = k_index[None] < num_keys[:, None]
-    return GuidePairs(examples, query_rows, key_rows, prior, key_valid, num_queries)
+    return GuidePairs(examples, query_rows, key_rows, prior, key_valid, query_valid, num_queries)
 
 
 class GuideRecorder:
@@ -150,12 +179,35 @@ class GuideRecorder:
         examples = pairs.examples[:, None, None]
         # One advanced index each: only the pair rows of the guided heads are copied.
         q = query[examples, heads[None, :, None], pairs.query_rows[:, None, :]]  # [B', h, Q, D]
-        k = key[examples, (heads // group)[None, :, None], pairs.key_rows[:, None, :]]
-        scores = (q @ k.transpose(-1, -2)).float() * scaling  # [B', h, Q, K]
-        scores = scores.masked_fill(~pairs.key_valid[:, None, None, :], float("-inf"))
-        attention = scores.softmax(-1)
-        penalty = (attention * pairs.prior[:, None]).sum(-1)  # [B', h, Q]
+        if self.guide.keys == "all":
+            penalty = self._penalty_over_all_keys(q, key, heads // group, scaling)
+        else:
+            k = key[examples, (heads // group)[None, :, None], pairs.key_rows[:, None, :]]
+            scores = (q @ k.transpose(-1, -2)).float() * scaling  # [B', h, Q, K]
+            scores = scores.masked_fill(~pairs.key_valid[:, None, None, :], float("-inf"))
+            attention = scores.softmax(-1)
+            penalty = (attention * pairs.prior[:, None]).sum(-1)  # [B', h, Q]
         self.per_layer.append(penalty.sum(-1).mean(1))
+
+    def _penalty_over_all_keys(
+        self, q: torch.Tensor, key: torch.Tensor, key_heads: torch.Tensor, scaling: float
+    ) -> torch.Tensor:
+        """[B', h, Q]: 1 - the real attention mass on the condition's diagonal band.
+
+        q [B', h, Q, D] the guided query rows, key [B, H_kv, L, D], key_heads [h] the key head
+        of each guided query head. Every query row is a target
+        row, at or after the last condition row, so under a causal or prefix-LM mask alike it
+        sees exactly the keys at or before it (right padding lies after it)."""
+        pairs = self.pairs
+        k = key[pairs.examples[:, None], key_heads[None]]  # [B', h, L, D]
+        scores = (q @ k.transpose(-1, -2)).float() * scaling  # [B', h, Q, L]
+        rows = torch.arange(k.shape[2], device=q.device)
+        unseen = rows[None, None, :] > pairs.query_rows[:, :, None]  # [B', Q, L]
+        attention = scores.masked_fill(unseen[:, None], float("-inf")).softmax(-1)
+        index = pairs.key_rows[:, None, None, :].expand(-1, q.shape[1], q.shape[2], -1)
+        near = (1.0 - pairs.prior) * pairs.key_valid[:, None, :]  # [B', Q, K]
+        band = (attention.gather(-1, index) * near[:, None]).sum(-1)  # [B', h, Q]
+        return (1.0 - band) * pairs.query_valid[:, None]
 
     def penalty(self) -> torch.Tensor:
         """[B'] the penalty of each guided example: summed over its query rows, averaged over

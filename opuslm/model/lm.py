@@ -392,6 +392,7 @@ class MultiStreamLM(nn.Module):
                 ranges["text"],
                 ranges["semantic"],
                 self.guided_attention.sigma,
+                self.guided_attention.tasks,
             )
         recording = (
             nullcontext() if pairs is None else guided(self.body, self.guided_attention, pairs)
