@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import transformers
 from test_lm import random_frames, single_thread, tiny_config, tiny_model, tiny_token_list  # noqa: F401
 
 from opuslm.model.delay import delay
@@ -12,6 +13,7 @@ from opuslm.model.generate import (
     _RowDecoder,
     generate,
     generate_stream,
+    reorder_generated_rows,
     sample,
 )
 from opuslm.model.lm import MultiStreamLM, prefix_attention_mask
@@ -515,6 +517,31 @@ def test_a_wide_beam_finds_the_best_transcript_of_an_exhaustive_search():
     assert float(score[0]) == pytest.approx(max(scores), abs=1e-4)
     narrow = beam_search(model, [prompt], config, beam=1, only=only)[0][0][:, 0].tolist()
     assert narrow != best
+
+
+def test_reordering_the_generated_rows_equals_reordering_the_whole_cache():
+    """Two prompts x 3 hypotheses: the 5 prefill rows are shared within a prompt, the 4 generated
+    rows are not; each parent is a hypothesis of the same prompt."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    prefill = torch.randn(2, 4, 5, 8).repeat_interleave(3, dim=0)  # [H, heads, rows, dim]
+
+    def cache_of(generated):
+        cache = transformers.DynamicCache(config=model.body.config)
+        for layer in range(model.body.config.num_hidden_layers):
+            rows = torch.cat([prefill, generated + layer], dim=2)
+            cache.update(rows, -rows, layer)
+        return cache
+
+    generated = torch.randn(6, 4, 4, 8)
+    parent = torch.tensor([2, 2, 0, 4, 3, 3])
+    expected, ours = cache_of(generated), cache_of(generated)
+    expected.reorder_cache(parent)
+    reorder_generated_rows(ours, parent, start=5)
+    for want, got in zip(expected.layers, ours.layers):
+        assert torch.equal(got.keys, want.keys) and torch.equal(got.values, want.values)
+    # The shared rows are what makes moving only the later ones right.
+    assert not torch.equal(ours.layers[0].keys[:, :, 5:], generated)
 
 
 def test_beam_search_batched_equals_one_by_one_and_settings_are_checked():

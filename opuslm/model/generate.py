@@ -445,7 +445,7 @@ class _RowDecoder:
             if bool(ended.view(prompts, beam)[:, 0].all()):
                 break
             if not torch.equal(parent, in_place):
-                step.cache.reorder_cache(parent)  # copies the whole cache: skipped if in place
+                reorder_generated_rows(step.cache, parent, width)
             row = torch.full((num_hyps, streams), self.pad, device=self.device)
             row[:, 0] = token0
             step = self._feed(self._keep_prompt_streams(row, k)[:, None], width + k, step.cache)
@@ -491,6 +491,26 @@ class _RowDecoder:
         stuck = (scores == float("-inf")).all(-1, keepdim=True)
         fallback = torch.full_like(lm, float("-inf")).scatter_(1, columns, lm.gather(1, columns))
         return torch.where(stuck, fallback, scores)
+
+
+def reorder_generated_rows(
+    cache: transformers.DynamicCache, parent: torch.Tensor, start: int
+) -> None:
+    """Give hypothesis h the cached rows of hypothesis parent[h] [H], where every parent is a
+    hypothesis of the same prompt.
+
+    The rows before `start` (the prompt's prefill, copied to each of its hypotheses) are the same
+    for all of a prompt's hypotheses, so only the generated rows are moved, in place: at a step
+    of an ASR beam the prompt's speech is most of the cache, and `reorder_cache` copied it all
+    (BENCHMARKS.md, "Beam search: reorder the generated rows only")."""
+    for layer in cache.layers:
+        if type(layer) is not transformers.cache_utils.DynamicLayer:
+            cache.reorder_cache(parent)  # a sliding-window or other layer: keep its own logic
+            return
+    for layer in cache.layers:
+        if layer.keys.shape[-2] > start:
+            layer.keys[:, :, start:] = layer.keys[parent, :, start:]
+            layer.values[:, :, start:] = layer.values[parent, :, start:]
 
 
 def frames_before_eos(stream0: torch.Tensor, eos: int) -> torch.Tensor:
