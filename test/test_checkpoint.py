@@ -107,3 +107,15 @@ def test_saving_a_step_again_replaces_it_and_a_lost_target_falls_back(tmp_path):
     # A crash between moving the old step_2 aside and renaming the new one in.
     (tmp_path / "step_2").rename(tmp_path / ".step_2.x.tmp.old")
     assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "step_1"
+
+
+def test_step_directories_without_a_pointer_are_found(tmp_path):
+    """A step directory copied in by hand (or a crash before the first pointer): --resume takes
+    the newest complete one instead of starting a new run beside it."""
+    assert ckpt.latest_checkpoint(tmp_path) is None
+    for step in (1000, 250):
+        save(tmp_path / "saved", step)
+        (tmp_path / "saved" / f"step_{step}").rename(tmp_path / f"step_{step}")
+    (tmp_path / "step_1250").mkdir()  # incomplete: no weights
+    assert not (tmp_path / ckpt.LATEST).exists()
+    assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "step_1000"

@@ -129,15 +129,20 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     """The directory `latest` points at, or None when no checkpoint was completed.
 
     If the pointer's target is gone (a crash while a checkpoint of the same step was being
-    replaced), the newest complete step directory is used instead.
+    replaced), or there is no pointer beside complete step directories (a crash before the first
+    pointer was written, or step directories copied in by hand), the newest complete step
+    directory is used instead: resuming must never start over beside a checkpoint.
     """
     pointer = Path(root) / LATEST
+    complete = [p for p in list_checkpoints(root) if is_complete(p)]
     if not pointer.exists():
+        if complete:
+            logger.warning("%s has no %s pointer: using %s", root, LATEST, complete[-1])
+            return complete[-1]
         return None
     target = Path(root) / pointer.read_text(encoding="utf-8").strip()
     if is_complete(target):
         return target
-    complete = [p for p in list_checkpoints(root) if is_complete(p)]
     if not complete:
         raise CheckpointError(f"{pointer} points at {target}, which is not a complete checkpoint")
     logger.warning("%s points at %s, which is incomplete: using %s", pointer, target, complete[-1])
