@@ -553,6 +553,13 @@ def test_beam_search_batched_equals_one_by_one_and_settings_are_checked():
         assert torch.equal(output, generate(model, [prompt], config)[0])
         assert output.shape[1] == model.token_list.num_streams
         assert bool((output[:, 1:] == model.token_list.pad_id).all())
+    # A beam wider than the CTC pre-beam: the first step has only pre-beam + eos live
+    # candidates, and the -inf ones that fill the beam must not reach the CTC scorer.
+    wide = GenerationConfig(**{**vars(config), "beam_size": 8, "ctc_pre_beam": 2})
+    outputs, scores = beam_search(model, prompts, wide, beam=8)  # raised before the fix
+    assert bool(torch.isfinite(scores).all())
+    for prompt, output in zip(prompts, outputs):
+        assert torch.equal(output, beam_search(model, [prompt], wide, beam=8)[0][0])
     with pytest.raises(ValueError, match="beam_size must be >= 1"):
         GenerationConfig(target="text", beam_size=0)
     with pytest.raises(ValueError, match="beam_size > 1 needs target 'text'"):

@@ -432,7 +432,10 @@ class _RowDecoder:
             best, flat = candidates.topk(beam, dim=-1)  # [P, beam], best first
             parent = (first_hyp + flat // step_scores.shape[1]).flatten()  # [H]
             token0 = self._stop_as_eos((flat % step_scores.shape[1]).flatten() + lo)
-            was_ended = ended[parent]
+            # Fewer live candidates than the beam (a CTC pre-beam narrower than the beam, or
+            # every hypothesis at its length limit): the -inf ones picked to fill it are dead
+            # hypotheses; they end at once and never advance a scorer with an unscored id.
+            was_ended = ended[parent] | torch.isneginf(best).flatten()
             token0 = token0.masked_fill(was_ended, self.pad)
             scores, ended = best.flatten(), was_ended | (token0 == self.eos)
             history = history[parent]
