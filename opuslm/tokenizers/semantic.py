@@ -302,7 +302,11 @@ def build_features(config: dict, directory: Path | None = None) -> FeatureExtrac
         return HFSSLFeatures(model_dir, int(config["layer"]))
     if kind == "espnet":
         return ESPnetSSLFeatures(config["config_file"], config["model_file"], int(config["layer"]))
-    raise SemanticError(f"unknown feature type {kind!r}; known: spectral, hf, espnet")
+    if kind == "phonetic":
+        from opuslm.tokenizers.phonetic import PhoneticFeatures  # it builds on this module
+
+        return PhoneticFeatures.load(config, directory)
+    raise SemanticError(f"unknown feature type {kind!r}; known: spectral, hf, espnet, phonetic")
 
 
 class SemanticTokenizer:
