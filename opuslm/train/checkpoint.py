@@ -134,18 +134,25 @@ def latest_checkpoint(root: str | os.PathLike) -> Path | None:
     directory is used instead: resuming must never start over beside a checkpoint.
     """
     pointer = Path(root) / LATEST
+    target = None
+    if pointer.exists():
+        target = Path(root) / pointer.read_text(encoding="utf-8").strip()
+        if is_complete(target):
+            return target
+    # Only when the pointer does not lead to a checkpoint are the step directories listed.
     complete = [p for p in list_checkpoints(root) if is_complete(p)]
-    if not pointer.exists():
-        if complete:
-            logger.warning("%s has no %s pointer: using %s", root, LATEST, complete[-1])
-            return complete[-1]
-        return None
-    target = Path(root) / pointer.read_text(encoding="utf-8").strip()
-    if is_complete(target):
-        return target
     if not complete:
-        raise CheckpointError(f"{pointer} points at {target}, which is not a complete checkpoint")
-    logger.warning("%s points at %s, which is incomplete: using %s", pointer, target, complete[-1])
+        if target is not None:
+            raise CheckpointError(
+                f"{pointer} points at {target}, which is not a complete checkpoint"
+            )
+        return None
+    if target is None:
+        logger.warning("%s has no %s pointer: using %s", root, LATEST, complete[-1])
+    else:
+        logger.warning(
+            "%s points at %s, which is incomplete: using %s", pointer, target, complete[-1]
+        )
     return complete[-1]
 
 
