@@ -11,6 +11,7 @@ import pytest
 import soundfile
 import torch
 import yaml
+from test_lm import single_thread  # noqa: F401  (autouse: one thread for tiny models)
 
 from opuslm.bin import train_semantic
 from opuslm.tokenizers.phonetic import (
@@ -30,14 +31,6 @@ from opuslm.tokenizers.semantic import (
 
 SR, HOP = 16000, 320
 TONES = {"a": 300.0, "b": 900.0, "c": 2100.0, " ": 0.0}  # a space is silence
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_corpus(count: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
@@ -64,8 +57,7 @@ def spectral() -> SpectralFeatures:
 @pytest.fixture(scope="module")
 def trained():
     wavs, texts = toy_corpus(64, seed=0)
-    with torch.random.fork_rng():
-        torch.set_num_threads(1)
+    with torch.random.fork_rng():  # the trainer seeds torch; later tests keep their state
         return train_phonetic_features(
             wavs, texts, spectral(), PhoneticTraining(hidden=24, steps=150, batch=16, lr=5e-3)
         )
