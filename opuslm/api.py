@@ -147,13 +147,17 @@ class OpusLM:
         return torch.from_numpy(self.token_list.encode_frames(self.encode_raw(wav, sample_rate)))
 
     def decode_audio(self, frames: torch.Tensor | np.ndarray) -> Audio:
-        """Joint-id frames [T, S] -> (float32 waveform [T * hop], sample rate) from the codec
-        streams (stream 0 is not needed to synthesise); no frames give an empty waveform."""
+        """Joint-id frames [T, S] -> (float32 waveform [T' * hop], sample rate) from the codec
+        streams of the T' speech frames (rows whose stream 0 is a semantic unit; text rows of an
+        interleaved output are dropped); no frames give an empty waveform."""
         frames = np.asarray(torch.as_tensor(frames).cpu(), dtype=np.int64)
         if frames.ndim != 2 or frames.shape[1] != self.token_list.num_streams:
             raise InputError(
                 f"frames must be [T, {self.token_list.num_streams}], got {list(frames.shape)}"
             )
+        # An interleaved TTS output (`interleave_text`) also holds its transcript's rows.
+        semantic_lo, semantic_hi = self.token_list.ranges["semantic"]
+        frames = frames[(frames[:, 0] >= semantic_lo) & (frames[:, 0] < semantic_hi)]
         if len(frames) == 0:
             return np.zeros(0, dtype=np.float32), self.sample_rate
         codes = self.token_list.decode_acoustic(frames[:, 1:])

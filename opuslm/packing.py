@@ -105,6 +105,13 @@ def _required_listing() -> str:
 
 
 # ------------------------------------------------------------------------------ decoding config
+def _strict_bool(value: Any) -> bool:
+    """A YAML boolean; `bool("false")` would be True."""
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 def generation_config(task: str, settings: dict, where: str) -> GenerationConfig:
     """A GenerationConfig for `task` from a settings mapping, e.g.
 
@@ -128,6 +135,7 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
         "beam_size": int,
         "lexicon_penalty": float,
         "word_lm_weight": float,
+        "interleave_text": _strict_bool,
     }
     known = {"text", "semantic", "acoustic", *scalars}
     unknown = sorted(set(settings) - known)
@@ -137,7 +145,12 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
     try:
         for name, value in settings.items():
             if name in scalars:
-                kwargs[name] = scalars[name](value)
+                try:
+                    kwargs[name] = scalars[name](value)
+                except (TypeError, ValueError) as e:
+                    raise PackError(
+                        f"{where}: bad decoding settings for {task}: {name}: {e}"
+                    ) from None
                 continue
             if not isinstance(value, dict):
                 raise PackError(f"{where}: {name} must be a mapping of {sorted(modality_keys)}")

@@ -8,6 +8,9 @@ stream 0 and one codec code per codebook in streams 1..n_q. Templates (`*` marks
     tts     : sos <tts_task> <text_start> text <spk_start> prompt [S-1 pad] <speech_start>
               *speech *eos
     audiolm : sos <audiolm_task> <speech_start> *speech *eos
+    tts with an alignment (`Example.align`): the target speech interleaves the transcript,
+              each token just before the frame where it starts (ELLA-V; `interleave_rows`):
+              ... <speech_start> *t1 *speech *t2 *speech ... *eos
     textlm  : *text   (the base tokenizer's own bos/eos included; stream 0 only)
 
 Separators. The model delays stream s by s rows (`opuslm.model.delay`), so the last frames of a
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from opuslm.alignment import AlignmentError, check_alignment
 from opuslm.vocab import TokenList, VocabError
 
 CONTENT_FIELDS = ("text", "speech", "prompt")
@@ -49,13 +53,15 @@ class Example:
 
     text: [L] base-tokenizer ids; speech: [T, S] raw dump rows (column 0 semantic unit in [0, K),
     columns 1..n_q codec codes in [0, C)); prompt: [P, S] raw dump rows of the TTS speaker prompt,
-    already cropped/padded (`crop_prompt`).
+    already cropped/padded (`crop_prompt`); align: [L] start frame of each text token in
+    `speech` (`opuslm.alignment`), TTS only: its target then interleaves the text.
     """
 
     uttid: str
     text: np.ndarray | None = None
     speech: np.ndarray | None = None
     prompt: np.ndarray | None = None
+    align: np.ndarray | None = None
 
 
 @dataclass
@@ -175,6 +181,19 @@ def speech_rows(raw: np.ndarray, token_list: TokenList) -> np.ndarray:
     return token_list.encode_frames(raw)
 
 
+def interleave_rows(text: np.ndarray, speech: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Text rows [L, S] and speech rows [T, S] -> [L + T, S]: each text row just before the
+    speech frame where it starts (`starts` [L], non-decreasing frames in [0, T))."""
+    check_alignment(starts, len(text), len(speech), "interleave_rows")
+    # Frame t moves down by the number of tokens starting at or before it; token i by i.
+    frame_at = np.arange(len(speech)) + np.searchsorted(starts, np.arange(len(speech)), "right")
+    token_at = np.asarray(starts) + np.arange(len(text))
+    out = np.empty((len(text) + len(speech), speech.shape[1]), dtype=np.int64)
+    out[frame_at] = speech
+    out[token_at] = text
+    return out
+
+
 # ----------------------------------------------------------------------------- speaker prompts
 def crop_prompt(frames: np.ndarray, num_frames: int, rng: np.random.Generator | None) -> np.ndarray:
     """Cut or extend raw prompt rows [P, S] to exactly [num_frames, S].
@@ -275,7 +294,11 @@ def _blocks(
                 blocks.append((_token_row(token_list.start_id(segment.start), token_list), False))
                 if until_target and segment.target:
                     return blocks
-            blocks.append((_content_rows(segment, example, token_list), segment.target))
+            rows = _content_rows(segment, example, token_list)
+            if example.align is not None and segment.content == "speech" and task == "tts":
+                text = _content_rows(Segment("text", None), example, token_list)
+                rows = interleave_rows(text, rows, example.align)
+            blocks.append((rows, segment.target))
             if until_target and segment.target:
                 return blocks
             if segment.holds_speech and i + 1 < len(template.segments):
@@ -284,7 +307,7 @@ def _blocks(
             blocks.append((_token_row(token_list.eos_id, token_list), True))
     except VocabError as e:
         raise VocabError(f"{where}: {e}") from None
-    except TaskError as e:
+    except (TaskError, AlignmentError) as e:
         raise TaskError(f"{where}: {e}") from None
     return blocks
 

@@ -11,11 +11,11 @@ import torch
 from test_trainer import SINGLE, make_experiment
 
 from opuslm.bin import condition_gain as cli
-from opuslm.bin.condition_gain import condition_gain
+from opuslm.bin.condition_gain import condition_gain, swapped
 from opuslm.data.dataset import ManifestReader, collate
 from opuslm.data.manifest import Manifest, ManifestError
 from opuslm.packing import load_checkpoint_model
-from opuslm.tasks import build_sequence
+from opuslm.tasks import Example, build_sequence
 from opuslm.train.config import load_config
 from opuslm.train.trainer import Trainer
 
@@ -102,3 +102,13 @@ def test_command_line_writes_the_result(trained, tmp_path):
     result = json.loads(output.read_text())
     assert result["task"] == "tts" and result["checkpoint"].endswith("step_3")
     assert set(result) >= {"ce_own", "ce_other", "gain", "ctc_gain"}
+
+
+def test_an_aligned_transcript_is_swapped_with_its_alignment_stretched():
+    speech = np.zeros((10, 3), dtype=np.int64)
+    first = Example("a", text=np.array([1, 2]), speech=speech, align=np.array([0, 6]))
+    second = Example("b", text=np.array([3, 4, 5]), speech=speech[:4], align=np.array([0, 1, 3]))
+    out = swapped([first, second], "text")
+    assert out[0].text.tolist() == [3, 4, 5] and out[0].align.tolist() == [0, 2, 7]
+    assert out[1].text.tolist() == [1, 2] and out[1].align.tolist() == [0, 2]
+    assert out[0].speech is speech  # the own speech stays

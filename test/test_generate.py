@@ -566,3 +566,109 @@ def test_beam_search_batched_equals_one_by_one_and_settings_are_checked():
         GenerationConfig(target="speech", beam_size=2)
     with pytest.raises(ValueError, match="generate_stream"):
         next(generate_stream(model, prompts[0], config))
+
+
+# ------------------------------------------------------------------ interleaved transcripts
+def text_ids_of(prompt: torch.Tensor, token_list: TokenList) -> list[int]:
+    low, high = token_list.ranges["text"]
+    stream0 = prompt[:, 0]
+    return stream0[(stream0 >= low) & (stream0 < high)].tolist()
+
+
+def test_interleaved_speech_says_the_whole_transcript_in_order():
+    torch.manual_seed(0)
+    token_list = tiny_token_list()
+    model = MultiStreamLM.from_base(tiny_config(), token_list).eval()
+    free = SamplingConfig(greedy=False)
+    config = GenerationConfig(
+        target="speech", semantic=free, acoustic=free, max_frames=200, interleave_text=True
+    )
+    prompts = prompts_for(token_list, seed=3)[:2]  # the two with text rows
+    outputs = generate(model, prompts, config, seed=0)
+    text_lo, text_hi = token_list.ranges["text"]
+    sem_lo, sem_hi = token_list.ranges["semantic"]
+    for prompt, output in zip(prompts, outputs):
+        stream0 = output[:, 0]
+        is_text = (stream0 >= text_lo) & (stream0 < text_hi)
+        # Every transcript token once, in order, then eos (not cut at max_frames), and
+        # nothing but semantic units between them; the text rows carry no codes.
+        assert stream0[is_text].tolist() == text_ids_of(prompt, token_list)
+        assert len(output) < 200
+        assert ((stream0[~is_text] >= sem_lo) & (stream0[~is_text] < sem_hi)).all()
+        assert (output[is_text, 1:] == token_list.pad_id).all()
+        assert (output[~is_text, 1:] != token_list.pad_id).all()
+        assert (~is_text).sum() > 0
+
+
+def test_interleaved_eos_waits_for_the_last_token():
+    model = tiny_model(seed=3)
+    eos = model.token_list.eos_id
+    plain_logits = model.head_logits
+
+    text_hi = model.token_list.ranges["text"][1]
+
+    def eos_first(hidden, start=0, end=None):  # wants to stop, else to say any text id
+        out = plain_logits(hidden, start, end)
+        if start <= eos < (len(model.token_list) if end is None else end):
+            out[..., eos - start] = 1e4
+            out[..., : max(text_hi - start, 0)] = 1e3
+        return out
+
+    model.head_logits = eos_first
+    prompt = prompts_for(model.token_list)[1]
+    config = GenerationConfig(target="speech", max_frames=50, interleave_text=True)
+    output = generate(model, [prompt], config)[0]
+    # eos is refused until every token is said; of the text ids only the next one is allowed.
+    assert output[:, 0].tolist() == text_ids_of(prompt, model.token_list)
+    plain = generate(model, [prompt], GenerationConfig(target="speech", max_frames=50))[0]
+    assert len(plain) == 0
+
+
+@pytest.mark.parametrize("prefix_lm", [False, True])
+def test_interleaved_batched_equals_one_by_one(prefix_lm):
+    model = tiny_model(seed=2)
+    model.prefix_lm = prefix_lm
+    prompts = prompts_for(model.token_list, seed=1)[:2]
+    config = GenerationConfig(target="speech", max_frames=12, interleave_text=True)
+    batched = generate(model, prompts, config)
+    for prompt, output in zip(prompts, batched):
+        assert torch.equal(output, generate(model, [prompt], config)[0])
+
+
+def test_interleave_text_settings_are_checked():
+    with pytest.raises(ValueError, match="interleave_text needs target 'speech'"):
+        GenerationConfig(target="text", interleave_text=True)
+    model = tiny_model()
+    config = GenerationConfig(target="speech", interleave_text=True)
+    with pytest.raises(ValueError, match="prompt 0 holds no transcript"):
+        generate(model, [prompts_for(model.token_list)[2]], config)
+
+
+def test_memorised_aligned_example_is_reproduced():
+    torch.manual_seed(0)
+    token_list = tiny_token_list()
+    model = MultiStreamLM.from_base(tiny_config(hidden_size=64, intermediate_size=128), token_list)
+    rng = np.random.default_rng(0)
+    speech = np.concatenate([rng.integers(0, 12, (6, 1)), rng.integers(0, 8, (6, 3))], 1)
+    tts = Example(
+        "tts_utt",
+        text=np.array([7, 3, 3]),
+        speech=speech,
+        prompt=speech[:2],
+        align=np.array([0, 2, 5]),
+    )
+    sequence = build_sequence("tts", tts, token_list)
+    frames = torch.from_numpy(sequence.frames)[None]
+    loss_mask = torch.from_numpy(sequence.loss_mask)[None]
+    lengths = torch.tensor([len(sequence.frames)])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(200):
+        optimizer.zero_grad()
+        model(frames, loss_mask, lengths).loss.backward()
+        optimizer.step()
+    model.eval()
+    prompt = torch.from_numpy(generation_prompt("tts", tts, token_list))
+    config = GenerationConfig(target="speech", max_frames=20, interleave_text=True)
+    output = generate(model, [prompt], config)[0]
+    assert output.tolist() == sequence.frames[len(prompt) : -1].tolist()

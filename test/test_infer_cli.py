@@ -133,3 +133,28 @@ def test_parallel_jobs_give_the_single_job_output(tiny: TinyModel, tmp_path: Pat
     assert run_asr(tiny, tmp_path / "two", "--nj", "2") == 0
     assert (tmp_path / "two" / "text").read_text() == (tmp_path / "one" / "text").read_text()
     assert len(list((tmp_path / "two" / "log").glob("infer.*.log"))) == 2
+
+
+def test_interleaved_tts_drops_the_transcript_rows_from_the_audio(
+    tiny: TinyModel, model: OpusLM, tmp_path: Path, caplog
+):
+    decoding = {"interleave_text": True, "max_frames": 40}
+    prompt = model.tts_prompt("hello there")
+    frames = model.generate("tts", [prompt], decoding, seed=0)[0]
+    low, high = model.token_list.ranges["semantic"]
+    speech_rows = int(((frames[:, 0] >= low) & (frames[:, 0] < high)).sum())
+    assert 0 < speech_rows < len(frames)  # the transcript's rows are in the output
+    wav, _ = model.decode_audio(frames)
+    assert len(wav) == speech_rows * 320
+    decode_config = tmp_path / "decode.yaml"
+    decode_config.write_text(yaml.safe_dump(decoding))
+    argv = ["--model_dir", str(tiny.packed_dir), "--task", "tts", "--text", str(tiny.text)]
+    argv += ["--output_dir", str(tmp_path / "out"), "--decode_config", str(decode_config)]
+    assert infer.main(argv) == 0
+    settings = yaml.safe_load((tmp_path / "out" / "decode_config.yaml").read_text())
+    assert settings["interleave_text"] is True
+    decode_config.write_text("interleave_text: 'yes'\n")
+    argv = ["--model_dir", str(tiny.packed_dir), "--task", "tts", "--text", str(tiny.text)]
+    argv += ["--output_dir", str(tmp_path / "bad"), "--decode_config", str(decode_config)]
+    assert infer.main(argv) == 1
+    assert "interleave_text" in caplog.text and "expected true or false" in caplog.text

@@ -254,3 +254,56 @@ def test_tts_prompt_own_prefix_and_collate(tmp_path):
         assert not batch.loss_mask[row, lengths[row] :].any()
     assert batch.loss_mask[0].any() and not batch.loss_mask[2].any()  # the filler has no loss
     assert batch.tasks == ["tts"] * 3 and batch.uttids[0] == uttid
+
+
+# --------------------------------------------------------------------------- aligned TTS
+def write_alignments(directory: Path, text_scp: Path, speech_scp: Path, shorten: str = "") -> Path:
+    """align.scp (+ utt2num_tokens) of evenly spread starts; `shorten`: drop that one's last."""
+    speech = kaldiio.load_scp(str(speech_scp))
+    starts = {}
+    for uttid, ids in kaldiio.load_scp(str(text_scp)).items():
+        frames = len(speech[uttid])
+        value = (np.arange(len(ids)) * frames) // len(ids)
+        starts[uttid] = (value[:-1] if uttid == shorten else value).astype(np.int32)
+    directory.mkdir(parents=True, exist_ok=True)
+    kaldiio.save_ark(
+        str(directory / "align.ark"),
+        starts,
+        scp=str(directory / "align.scp"),
+        write_function="numpy",
+    )
+    (directory / "utt2num_tokens").write_text("".join(f"{u} {len(v)}\n" for u, v in starts.items()))
+    return directory / "align.scp"
+
+
+def test_aligned_tts_manifest_and_dataset(tmp_path):
+    paths = write_corpus(tmp_path / "dump", num_utts=6)
+    align = write_alignments(tmp_path / "align", paths["text"], paths["speech"])
+    output = tmp_path / "m" / "data.json"
+    argv = ["--task", "tts", "--dataset", "train", "--token_list", str(paths["token_list"])]
+    argv += ["--speech", str(paths["speech"]), "--text", str(paths["text"]), "--align", str(align)]
+    argv += ["--utt2spk", str(paths["utt2spk"]), "--prompt_frames", "4", "--output", str(output)]
+    assert make_manifest.main(argv) == 0
+    manifest = Manifest.load(output)
+    info = next(iter(manifest.utterances.values()))
+    assert info["align"] == info["text"]
+    assert manifest.lengths()[0] == 2 * info["text"] + 4 + info["speech"] + 3 + 5
+    assert manifest.lengths(prompt_frames=6)[0] == manifest.lengths()[0] + 2
+    dataset = TaskDataset([manifest], tiny_token_list())
+    for index in range(6):  # the dataset checks each sequence against the manifest's length
+        sequence = dataset[BatchItem(0, index, 0)]
+        info = manifest.utterances[manifest.uttids[index]]
+        assert sequence.loss_mask.sum() == info["speech"] + info["text"] + 1  # and eos
+
+
+def test_an_alignment_of_other_text_is_refused(tmp_path):
+    paths = write_corpus(tmp_path / "dump", num_utts=4)
+    uttid = sorted(kaldiio.load_scp(str(paths["text"])))[1]
+    align = write_alignments(tmp_path / "align", paths["text"], paths["speech"], shorten=uttid)
+    entries = {"speech": paths["speech"], "text": paths["text"], "align": align}
+    with pytest.raises(ManifestError, match=f"align.scp: 1 alignments .* \\(first '{uttid}'\\)"):
+        build_manifest(
+            "tts", "x", paths["token_list"], entries, tmp_path / "m.json", paths["utt2spk"], 3
+        )
+    with pytest.raises(ManifestError, match="task asr does not use entry files \\['align'\\]"):
+        build_manifest("asr", "x", paths["token_list"], entries, tmp_path / "m.json")

@@ -1,14 +1,15 @@
 """How much a checkpoint uses its condition: teacher-forced CE with each utterance's own condition
 against the next utterance's (in manifest order, cyclic).
 
-TTS manifests: the semantic stream's CE per speech frame, with the transcripts swapped (the
-speaker prompt stays the utterance's own). ASR manifests: the text CE per transcript token, with
-the speech swapped. The gain is CE(other) - CE(own): about 0 for a model that ignores the
-condition (a speech LM that babbles, or a text LM that guesses the sentence), and large for one
-that reads it. Training's validation loss alone cannot tell those apart. With a CTC head the same
-is reported for the CTC of that direction (`model.ctc_weight` for ASR, `model.tts_ctc_weight` for
-TTS). Its gain is large, in both directions, when the CTC head reads the speech: for TTS the
-swapped transcript is also the CTC's target, so a head that copied the text would gain nothing.
+TTS manifests: the semantic stream's CE per speech frame, with the transcripts swapped (the speaker
+prompt stays the utterance's own; an aligned manifest swaps the interleaved transcript too). ASR
+manifests: the text CE per transcript token, with the speech swapped. The gain is CE(other) -
+CE(own): about 0 for a model that ignores the condition (a speech LM that babbles, or a text LM
+that guesses the sentence), and large for one that reads it. Training's validation loss alone
+cannot tell those apart. With a CTC head the same is reported for the CTC of that direction
+(`model.ctc_weight` for ASR, `model.tts_ctc_weight` for TTS). Its gain is large, in both
+directions, when the CTC head reads the speech: for TTS the swapped transcript is also the CTC's
+target, so a head that copied the text would gain nothing.
 
     python -m opuslm.bin.condition_gain --checkpoint exp/speechlm_demo \\
         --manifest exp/manifests/tts_valid/data.json --output exp/speechlm_demo/gain_tts.json
@@ -40,11 +41,20 @@ SWAPS = {"tts": ("text", "semantic", "ctc_tts"), "asr": ("speech", "text", "ctc"
 
 
 def swapped(examples: list[Example], field: str) -> list[Example]:
-    """Each example with the next one's `field` (cyclic)."""
-    return [
-        replace(example, **{field: getattr(examples[(i + 1) % len(examples)], field)})
-        for i, example in enumerate(examples)
-    ]
+    """Each example with the next one's `field` (cyclic).
+
+    An aligned TTS example (`Example.align`) whose transcript is swapped gets the next one's
+    alignment too, its starts stretched from that utterance's frames to its own, so the other
+    transcript is interleaved with the own speech at the same relative places."""
+    out = []
+    for i, example in enumerate(examples):
+        following = examples[(i + 1) % len(examples)]
+        changed = {field: getattr(following, field)}
+        if field == "text" and example.align is not None:
+            stretch = len(example.speech) / len(following.speech)
+            changed["align"] = np.floor(np.asarray(following.align) * stretch).astype(np.int64)
+        out.append(replace(example, **changed))
+    return out
 
 
 def mean_losses(

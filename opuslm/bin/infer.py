@@ -251,6 +251,8 @@ def write_decode_config(args: argparse.Namespace, decoder: Decoder) -> None:
         if config.word_lm is not None:
             settings["word_lm_words"] = len(config.word_lm.lm)
             settings["word_lm_order"] = config.word_lm.lm.order
+    if config.target == "speech":
+        settings["interleave_text"] = config.interleave_text
     if args.task == "tts":
         settings["prompt"] = "prompt_scp" if args.prompt_scp is not None else "default"
         settings["own_prefix"] = decoder.own_prefix

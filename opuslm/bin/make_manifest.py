@@ -22,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token_list", required=True, type=Path, help="token_list.json")
     parser.add_argument("--speech", type=Path, help="speech.scp: int32 [T, S] token dumps")
     parser.add_argument("--text", type=Path, help="text.scp: int32 [L] base-tokenizer ids")
+    parser.add_argument(
+        "--align",
+        type=Path,
+        help="tts: align.scp, int [L] start frame per text token (opuslm.bin.align_text); the "
+        "target speech then interleaves the transcript",
+    )
     parser.add_argument("--utt2spk", type=Path, help="utt2spk, for TTS speaker prompts")
     parser.add_argument(
         "--prompt_frames", type=int, default=0, help="TTS speaker prompt length in frames"
@@ -29,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, type=Path, help="the manifest, data.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    entries = {name: getattr(args, name) for name in ("speech", "text") if getattr(args, name)}
+    entries = {
+        name: getattr(args, name) for name in ("speech", "text", "align") if getattr(args, name)
+    }
     manifest = build_manifest(
         args.task,
         args.dataset,

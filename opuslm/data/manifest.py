@@ -48,6 +48,9 @@ TASK_ENTRIES: dict[str, tuple[str, ...]] = {
     "audiolm": ("speech",),
     "textlm": ("text",),
 }
+# Entry files a task may also read: a TTS manifest with `align` (`opuslm.bin.align_text`)
+# interleaves each transcript with its target speech (`opuslm.tasks.interleave_rows`).
+OPTIONAL_ENTRIES: dict[str, tuple[str, ...]] = {"tts": ("align",)}
 # The JSON type of each manifest key (checked on load: the file may come from elsewhere).
 MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "task": (str,),
@@ -61,7 +64,7 @@ MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "utterances": (dict,),
 }
 # Per-utterance length files that ESPnet-style dumpers leave next to the scp.
-LENGTH_FILES = {"speech": "utt2num_frames", "text": "utt2num_tokens"}
+LENGTH_FILES = {"speech": "utt2num_frames", "text": "utt2num_tokens", "align": "utt2num_tokens"}
 
 
 class ManifestError(ValueError):
@@ -69,18 +72,19 @@ class ManifestError(ValueError):
 
 
 def sequence_length(
-    task: str, num_streams: int, speech: int = 0, text: int = 0, prompt: int = 0
+    task: str, num_streams: int, speech: int = 0, text: int = 0, prompt: int = 0, align: int = 0
 ) -> int:
     """Rows of the task sequence (DESIGN.md section 4, `opuslm.tasks.TEMPLATES`), arithmetically.
 
     Each segment is its start token plus its rows; a speech segment followed by another segment is
-    followed by `S-1` all-pad rows; the sequence is `sos <task>` + segments + `eos`.
+    followed by `S-1` all-pad rows; the sequence is `sos <task>` + segments + `eos`. An aligned
+    TTS example (`align` tokens) also holds its transcript inside the target speech.
     """
     gap = num_streams - 1
     if task == "asr":
         return 2 + (1 + speech + gap) + (1 + text) + 1
     if task == "tts":
-        return 2 + (1 + text) + (1 + prompt + gap) + (1 + speech) + 1
+        return 2 + (1 + text) + (1 + prompt + gap) + (1 + speech + align) + 1
     if task == "audiolm":
         return 2 + (1 + speech) + 1
     if task == "textlm":
@@ -159,8 +163,8 @@ def entry_lengths(name: str, scp: Path, num_streams: int) -> dict[str, int]:
 def check_entry_shape(name: str, value: np.ndarray, num_streams: int, where: str) -> None:
     if name == "speech" and (value.ndim != 2 or value.shape[1] != num_streams):
         raise ManifestError(f"{where}: speech must be [T, {num_streams}], got {value.shape}")
-    if name == "text" and value.ndim != 1:
-        raise ManifestError(f"{where}: text must be a vector of token ids, got {value.shape}")
+    if name in ("text", "align") and value.ndim != 1:
+        raise ManifestError(f"{where}: {name} must be a vector, got {value.shape}")
 
 
 def relative_to(path: str | os.PathLike, directory: Path) -> str:
@@ -197,7 +201,12 @@ class Manifest:
         return np.array(
             [
                 sequence_length(
-                    self.task, self.num_streams, u.get("speech", 0), u.get("text", 0), prompt_frames
+                    self.task,
+                    self.num_streams,
+                    u.get("speech", 0),
+                    u.get("text", 0),
+                    prompt_frames,
+                    u.get("align", 0),
                 )
                 for u in self.utterances.values()
             ],
@@ -332,6 +341,7 @@ def build_manifest(
     missing = [e for e in needed if e not in entries]
     if missing:
         raise ManifestError(f"task {task} needs entry files {missing} (got {sorted(entries)})")
+    needed = needed + tuple(e for e in OPTIONAL_ENTRIES.get(task, ()) if e in entries)
     unused = sorted(set(entries) - set(needed))
     if unused:
         raise ManifestError(f"task {task} does not use entry files {unused}")
@@ -357,6 +367,13 @@ def build_manifest(
         for u in candidates
         if all(u in v for v in per_entry.values()) and (speakers is None or u in speakers)
     ]
+    if "align" in per_entry:  # an alignment made from other text dumps cannot be used
+        stale = [u for u in keep if per_entry["align"][u] != per_entry["text"][u]]
+        if stale:
+            raise ManifestError(
+                f"{entries['align']}: {len(stale)} alignments have another number of tokens than "
+                f"their text (first {stale[0]!r}); align the current text dumps again"
+            )
     dropped = len(candidates) - len(keep)
     if dropped:
         logger.warning(

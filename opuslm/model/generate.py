@@ -89,6 +89,11 @@ class GenerationConfig:
     # word sequences the small LM's characters do not know well still get a word-level prior.
     word_lm_weight: float = 0.0
     word_lm: WordLMScorer | None = field(default=None, repr=False)
+    # Speech targets of a model trained on aligned TTS (`opuslm.tasks.interleave_rows`): the
+    # output interleaves the prompt's transcript with the speech, as training did. At each row
+    # stream 0 may take a semantic unit or the transcript's next token (where the model thinks
+    # that token starts), and eos only once every token has been said.
+    interleave_text: bool = False
 
     def __post_init__(self) -> None:
         if self.max_len_ratio < 0:
@@ -117,6 +122,8 @@ class GenerationConfig:
             raise ValueError(f"word_lm_weight must be >= 0, got {self.word_lm_weight}")
         if self.word_lm_weight > 0 and self.target != "text":
             raise ValueError(f"word_lm_weight needs target 'text', got {self.target!r}")
+        if self.interleave_text and self.target != "speech":
+            raise ValueError(f"interleave_text needs target 'speech', got {self.target!r}")
 
 
 def sample(
@@ -189,6 +196,11 @@ class _RowDecoder:
         # constraint inside the window is a bias built once, not a mask per step.
         start, end = token_list.ranges[TARGETS[config.target]]
         self.window = min(start, self.eos), max(end, self.eos + 1)
+        self.transcripts = None
+        if config.interleave_text:
+            self.transcripts, self.spoken = self._transcripts(prompts)
+            text_lo, text_hi = token_list.ranges["text"]
+            self.window = min(self.window[0], text_lo), max(self.window[1], text_hi)
         allowed = torch.full((self.window[1] - self.window[0],), float("-inf"), device=device)
         allowed[start - self.window[0] : end - self.window[0]] = 0.0
         self.bias_without_eos = allowed.clone()
@@ -212,6 +224,33 @@ class _RowDecoder:
                 raise ValueError("word_lm_weight > 0 needs a word LM (GenerationConfig.word_lm)")
             word_lm = HypothesisStates(config.word_lm, len(prompts))
             self.word_scorers.append((word_lm, config.word_lm_weight))  # log-probs
+
+    def _transcripts(self, prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each prompt's transcript as joint ids [B, L_max + 1], right-padded with eos (what
+        comes after its last token), and how many of them are spoken so far [B] (zeros)."""
+        text_lo, text_hi = self.model.token_list.ranges["text"]
+        texts = []
+        for i, prompt in enumerate(prompts):
+            stream0 = prompt[:, 0].to(self.device)
+            texts.append(stream0[(stream0 >= text_lo) & (stream0 < text_hi)])
+            if len(texts[-1]) == 0:
+                raise ValueError(f"interleave_text: prompt {i} holds no transcript (text ids)")
+        width = max(len(t) for t in texts) + 1
+        out = torch.full((len(texts), width), self.eos, device=self.device)
+        for i, text in enumerate(texts):
+            out[i, : len(text)] = text
+        return out, torch.zeros(len(texts), dtype=torch.long, device=self.device)
+
+    def _interleave_bias(self, bias: torch.Tensor) -> torch.Tensor:
+        """The stream-0 bias [W] without eos -> [B, W] that also allows each example's next
+        transcript token, or eos once all are spoken (where `bias_with_eos` is in use)."""
+        eos_allowed = bias is self.bias_with_eos  # min_frames reached
+        bias = self.bias_without_eos.expand(len(self.spoken), -1).clone()
+        following = self.transcripts.gather(1, self.spoken[:, None])[:, 0]  # [B]
+        allowed = (following != self.eos) | eos_allowed
+        rows = torch.arange(len(following), device=self.device)[allowed]
+        bias[rows, following[allowed] - self.window[0]] = 0.0
+        return bias
 
     @torch.no_grad()
     def _ctc_scorer(self, prompts: list[torch.Tensor]) -> CTCPrefixScorer:
@@ -297,6 +336,8 @@ class _RowDecoder:
         row = torch.full((len(eos_frame), streams), self.pad, device=self.device)
         if k <= self.config.max_frames:
             bias = self.bias_with_eos if k >= self.config.min_frames else self.bias_without_eos
+            if self.transcripts is not None:
+                bias = self._interleave_bias(bias)
             logits = self.model.head_logits(step.hidden, *self.window) + bias
             if self.ctc is not None:
                 logits = self._joint_scores(logits)
@@ -306,6 +347,9 @@ class _RowDecoder:
             ended = eos_frame >= 0
             token0 = token0.masked_fill(ended, self.pad)
             eos_frame.masked_fill_(~ended & (token0 == self.eos), k)
+            if self.transcripts is not None:
+                text_lo, text_hi = self.model.token_list.ranges["text"]
+                self.spoken += ((token0 >= text_lo) & (token0 < text_hi)).long()
             self._advance(token0)
             stream0_history[:, k] = token0
             row[:, 0] = token0

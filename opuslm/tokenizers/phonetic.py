@@ -125,6 +125,67 @@ class PhoneticFeatures:
         return cls(spectral, encoder, labels)
 
 
+def train_ctc_encoder(
+    feats: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    num_labels: int,
+    training: PhoneticTraining = PhoneticTraining(),
+) -> tuple[PhoneticEncoder, list[float]]:
+    """Train a PhoneticEncoder with CTC on feature matrices float32 [T_i, D] and their label ids
+    [L_i] (in [0, num_labels); the blank is num_labels) -> (the encoder, the loss of each
+    update). Shared by the phonetic features and the TTS aligner (`opuslm.bin.align_text`)."""
+    if len(feats) != len(targets) or not feats:
+        raise SemanticError(
+            f"need as many label sequences as utterances (and some): {len(targets)} and "
+            f"{len(feats)}"
+        )
+    labels = [torch.as_tensor(np.asarray(t), dtype=torch.long) for t in targets]
+    torch.manual_seed(training.seed)
+    encoder = PhoneticEncoder(feats[0].shape[1], num_labels, training.hidden, training.layers)
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=training.lr)
+    ctc = nn.CTCLoss(blank=num_labels, zero_infinity=True)
+    rng = np.random.default_rng(training.seed)
+    batch = min(training.batch, len(feats))
+    losses: list[float] = []
+    progress = tqdm(range(training.steps), desc="CTC recogniser", unit="step")
+    for _ in progress:
+        chosen = rng.choice(len(feats), batch, replace=False)
+        padded, lengths = pad([feats[i] for i in chosen])
+        log_probs = encoder(padded, lengths).transpose(0, 1)  # [T, B, C + 1]
+        loss = ctc(
+            log_probs,
+            torch.cat([labels[i] for i in chosen]),
+            lengths,
+            torch.tensor([len(labels[i]) for i in chosen]),
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(encoder.parameters(), 5.0)
+        optimizer.step()
+        losses.append(loss.item())
+        progress.set_postfix(ctc=f"{losses[-1]:.3f}", refresh=False)
+    if not math.isfinite(losses[-1]):
+        raise SemanticError(f"the CTC recogniser diverged (loss {losses[-1]})")
+    logger.info(
+        "CTC recogniser: %d labels, %d utterances, %d steps, loss %.3f -> %.3f",
+        num_labels,
+        len(feats),
+        training.steps,
+        losses[0],
+        float(np.mean(losses[-20:])),
+    )
+    return encoder.eval(), losses
+
+
+def spectral_features(spectral: SpectralFeatures, wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Waveforms -> float32 [T_i, D] spectral features, 64 at a time, with a progress bar."""
+    return [
+        f
+        for start in tqdm(range(0, len(wavs), 64), desc="spectral features", unit="batch")
+        for f in spectral.extract_batch(list(wavs[start : start + 64]))
+    ]
+
+
 def train_phonetic_features(
     wavs: Sequence[np.ndarray],
     transcripts: Sequence[str],
@@ -140,45 +201,9 @@ def train_phonetic_features(
     texts = [t.lower() for t in transcripts]
     labels = sorted({c for t in texts for c in t})
     index = {c: i for i, c in enumerate(labels)}
-    feats = [
-        f
-        for start in tqdm(range(0, len(wavs), 64), desc="phonetic features", unit="batch")
-        for f in spectral.extract_batch(list(wavs[start : start + 64]))
-    ]
-    targets = [torch.tensor([index[c] for c in t]) for t in texts]
-    torch.manual_seed(training.seed)
-    encoder = PhoneticEncoder(spectral.dim, len(labels), training.hidden, training.layers)
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=training.lr)
-    ctc = nn.CTCLoss(blank=len(labels), zero_infinity=True)
-    rng = np.random.default_rng(training.seed)
-    batch = min(training.batch, len(feats))
-    losses: list[float] = []
-    progress = tqdm(range(training.steps), desc="phonetic CTC", unit="step")
-    for _ in progress:
-        chosen = rng.choice(len(feats), batch, replace=False)
-        padded, lengths = pad([feats[i] for i in chosen])
-        log_probs = encoder(padded, lengths).transpose(0, 1)  # [T, B, C + 1]
-        loss = ctc(
-            log_probs,
-            torch.cat([targets[i] for i in chosen]),
-            lengths,
-            torch.tensor([len(targets[i]) for i in chosen]),
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(encoder.parameters(), 5.0)
-        optimizer.step()
-        losses.append(loss.item())
-        progress.set_postfix(ctc=f"{losses[-1]:.3f}", refresh=False)
-    if not math.isfinite(losses[-1]):
-        raise SemanticError(f"the phonetic CTC diverged (loss {losses[-1]})")
-    logger.info(
-        "phonetic CTC: %d labels, %d utterances, %d steps, loss %.3f -> %.3f",
-        len(labels),
-        len(feats),
-        training.steps,
-        losses[0],
-        float(np.mean(losses[-20:])),
+    targets = [np.array([index[c] for c in t]) for t in texts]
+    encoder, losses = train_ctc_encoder(
+        spectral_features(spectral, wavs), targets, len(labels), training
     )
     return PhoneticFeatures(spectral, encoder, labels), losses
 

@@ -18,6 +18,7 @@
 #                                 dump/raw/<train_set>/text, data/<text   data/lexicon.txt (the words ASR decoding's
 #                                 train set>/text                          lexicon_penalty knows) and data/word_lm.counts
 #                                                                         (its word LM's trigrams; both packed in stage 9/11)
+#                                 --tts_align true: dump/raw/<set>/       exp/aligner/, dump/align/<set>/align.scp
 #  6  base text LM (optional)     --base_lm_config, textlm manifests      exp/base_lm_<tag>/, its text LM in
 #                                                                          Hugging Face format: exp/base_lm_<tag>/hf/
 #  7  pre-training                --train_config, manifests               exp/speechlm_<tag>/
@@ -76,6 +77,8 @@ max_wav_duration=20
 tokenizer_config=conf/tokenizer.yaml
 train_tasks="asr tts" # tasks made from every speech set
 tts_prompt_frames=150 # TTS speaker prompt length (frames of the token dumps; 150 = 3 s at 50 Hz)
+tts_align=false       # true: stage 5 aligns each TTS transcript to its speech and the TTS target
+                      # interleaves it; decode such a model with `interleave_text: true`
 base_lm_config=""     # stage 6; empty: the base LM comes from --train_config
 train_config=conf/train.yaml
 anneal_config=""      # stage 8; empty: no annealing
@@ -100,7 +103,7 @@ Options (default):
   --local_data_opts    options for local/data.sh
   --fs (${fs}) --min_wav_duration (${min_wav_duration}) --max_wav_duration (${max_wav_duration})
   --tokenizer_config (${tokenizer_config}) --train_tasks ('${train_tasks}')
-  --tts_prompt_frames (${tts_prompt_frames})
+  --tts_prompt_frames (${tts_prompt_frames}) --tts_align (${tts_align})
   --base_lm_config --train_config (${train_config}) --anneal_config --tag
   --annealing_study (${annealing_study}) --study_tts_utts (${study_tts_utts})
   --decode_config (${decode_config}) --inference_tasks ('${inference_tasks}') --inference_args
@@ -428,6 +431,28 @@ make_manifest() {
   mark_done "${dir}"
 }
 
+# align_tts <set>: dump/align/<set>/align.scp, the start frame of each transcript token
+# (opuslm.bin.align_text, options from the tokenizer config's `align` section). The training set's
+# call trains the aligner (exp/aligner) unless it is done with the same inputs and options.
+align_tts() {
+  local set=$1 train=()
+  local raw="dump/raw/${set}" tokens="dump/tokens/${set}"
+  require 2 "${raw}/wav.scp"
+  conf_section "${tokenizer_config}" align
+  if [ "${set}" = "${train_set}" ]; then
+    mkdir -p exp/aligner
+    if ! is_done exp/aligner "${raw}/wav.scp" "${tokens}/.done" "${token_list}" "${opts[*]}"; then
+      rm -f exp/aligner/aligner.safetensors
+      train=(--train_aligner --token_list "${token_list}")
+    fi
+  fi
+  log "aligning the transcripts of ${tokens} to their speech"
+  "${python}" -m opuslm.bin.align_text --aligner_dir exp/aligner --data_dir "${raw}" \
+    --token_dir "${tokens}" --output_dir "dump/align/${set}" \
+    ${train[@]+"${train[@]}"} ${opts[@]+"${opts[@]}"}
+  [ ${#train[@]} -eq 0 ] || mark_done exp/aligner
+}
+
 stage_5() {
   local text_dir semantic_dir codec_dir tokenizer_inputs base_model set task
   find_tokenizers
@@ -448,11 +473,20 @@ stage_5() {
       --codec_dir "${codec_dir}" --output "${token_list}"
     mark_done data
   fi
+  local aligned=false
+  if [ "${tts_align}" = true ] && [[ " ${train_tasks} " == *" tts "* ]]; then
+    aligned=true
+    align_tts "${train_set}"  # trains the aligner first
+  fi
   for set in "${speech_sets[@]}"; do
     require 4 "dump/tokens/${set}/speech.scp" "dump/tokens/${set}/text.scp"
     for task in ${train_tasks}; do
       local prompt=()
       [ "${task}" = tts ] && prompt=(--prompt_frames "${tts_prompt_frames}")
+      if [ "${task}" = tts ] && [ "${aligned}" = true ]; then
+        [ "${set}" = "${train_set}" ] || align_tts "${set}"
+        prompt+=(--align "dump/align/${set}/align.scp")
+      fi
       make_manifest "${task}" "${set}" --speech "dump/tokens/${set}/speech.scp" \
         --text "dump/tokens/${set}/text.scp" --utt2spk "dump/tokens/${set}/utt2spk" \
         ${prompt[@]+"${prompt[@]}"}
