@@ -600,26 +600,27 @@ def test_interleaved_speech_says_the_whole_transcript_in_order():
         assert (~is_text).sum() > 0
 
 
-def test_interleaved_eos_waits_for_the_last_token():
+def test_interleaved_eos_waits_and_any_text_id_means_advance():
     model = tiny_model(seed=3)
     eos = model.token_list.eos_id
     plain_logits = model.head_logits
+    prompt = prompts_for(model.token_list)[1]
+    transcript = text_ids_of(prompt, model.token_list)
+    other = min(set(range(model.token_list.ranges["text"][1])) - set(transcript))
 
-    text_hi = model.token_list.ranges["text"][1]
-
-    def eos_first(hidden, start=0, end=None):  # wants to stop, else to say any text id
+    def eos_first(hidden, start=0, end=None):  # wants to stop, else to say one wrong text id
         out = plain_logits(hidden, start, end)
         if start <= eos < (len(model.token_list) if end is None else end):
             out[..., eos - start] = 1e4
-            out[..., : max(text_hi - start, 0)] = 1e3
+            out[..., other - start] = 1e3
         return out
 
     model.head_logits = eos_first
-    prompt = prompts_for(model.token_list)[1]
     config = GenerationConfig(target="speech", max_frames=50, interleave_text=True)
     output = generate(model, [prompt], config)[0]
-    # eos is refused until every token is said; of the text ids only the next one is allowed.
-    assert output[:, 0].tolist() == text_ids_of(prompt, model.token_list)
+    # eos is refused until every token is said, and the mass on a text id the transcript does
+    # not have next still means "the next token starts here".
+    assert output[:, 0].tolist() == transcript
     plain = generate(model, [prompt], GenerationConfig(target="speech", max_frames=50))[0]
     assert len(plain) == 0
 
@@ -672,3 +673,36 @@ def test_memorised_aligned_example_is_reproduced():
     config = GenerationConfig(target="speech", max_frames=20, interleave_text=True)
     output = generate(model, [prompt], config)[0]
     assert output.tolist() == sequence.frames[len(prompt) : -1].tolist()
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0.3), dict(temperature=3.0), dict(top_k=1)])
+def test_sampling_settings_do_not_change_how_long_a_token_is_spoken(sampling):
+    model = tiny_model(seed=3)
+    token_list = model.token_list
+    eos, (sem_lo, sem_hi) = token_list.eos_id, token_list.ranges["semantic"]
+    plain_logits = model.head_logits
+
+    def half_advance(hidden, start=0, end=None):
+        # Units all equal, one text id with as much mass as all units: P(advance) = 1/2.
+        out = plain_logits(hidden, start, end)
+        if start <= eos < (len(token_list) if end is None else end):
+            out[...] = float("-inf")
+            out[..., sem_lo - start : sem_hi - start] = 0.0
+            out[..., 5 - start] = float(np.log(sem_hi - sem_lo))
+            out[..., eos - start] = 1e4
+        return out
+
+    model.head_logits = half_advance
+    prompt = prompts_for(token_list)[1]
+    tokens = len(text_ids_of(prompt, token_list))
+    config = GenerationConfig(
+        target="speech",
+        semantic=SamplingConfig(greedy=False, **sampling),
+        max_frames=60,
+        interleave_text=True,
+    )
+    outputs = generate(model, [prompt] * 200, config, seed=0)
+    stream0 = torch.cat([o[:, 0] for o in outputs])
+    units = int(((stream0 >= sem_lo) & (stream0 < sem_hi)).sum())
+    # Geometric: one unit per token on average before each advance, whatever the settings.
+    assert abs(units / (200 * tokens) - 1.0) < 0.15

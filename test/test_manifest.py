@@ -296,7 +296,7 @@ def test_aligned_tts_manifest_and_dataset(tmp_path):
         assert sequence.loss_mask.sum() == info["speech"] + info["text"] + 1  # and eos
 
 
-def test_an_alignment_of_other_text_is_refused(tmp_path):
+def test_an_alignment_of_other_text_is_refused(tmp_path, caplog):
     paths = write_corpus(tmp_path / "dump", num_utts=4)
     uttid = sorted(kaldiio.load_scp(str(paths["text"])))[1]
     align = write_alignments(tmp_path / "align", paths["text"], paths["speech"], shorten=uttid)
@@ -305,5 +305,11 @@ def test_an_alignment_of_other_text_is_refused(tmp_path):
         build_manifest(
             "tts", "x", paths["token_list"], entries, tmp_path / "m.json", paths["utt2spk"], 3
         )
+    argv = ["--task", "tts", "--dataset", "x", "--token_list", str(paths["token_list"])]
+    argv += ["--speech", str(paths["speech"]), "--text", str(paths["text"]), "--align", str(align)]
+    argv += ["--prompt_frames", "3", "--output", str(tmp_path / "m.json")]
+    assert make_manifest.main(argv) == 1  # the command logs it, naming the file
+    assert "align.scp: 1 alignments have another number of tokens" in caplog.text
+    assert not (tmp_path / "m.json").exists()
     with pytest.raises(ManifestError, match="task asr does not use entry files \\['align'\\]"):
         build_manifest("asr", "x", paths["token_list"], entries, tmp_path / "m.json")

@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from opuslm.data.manifest import TASK_ENTRIES, build_manifest
+from opuslm.data.manifest import TASK_ENTRIES, ManifestError, build_manifest
+from opuslm.vocab import VocabError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,15 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     entries = {
         name: getattr(args, name) for name in ("speech", "text", "align") if getattr(args, name)
     }
-    manifest = build_manifest(
-        args.task,
-        args.dataset,
-        args.token_list,
-        entries,
-        args.output,
-        utt2spk=args.utt2spk,
-        prompt_frames=args.prompt_frames,
-    )
+    try:
+        manifest = build_manifest(
+            args.task,
+            args.dataset,
+            args.token_list,
+            entries,
+            args.output,
+            utt2spk=args.utt2spk,
+            prompt_frames=args.prompt_frames,
+        )
+    except (ManifestError, VocabError, OSError) as e:
+        logging.error("%s", e)
+        return 1
     manifest.save()
     lengths = manifest.lengths()
     logging.info(

@@ -91,8 +91,9 @@ class GenerationConfig:
     word_lm: WordLMScorer | None = field(default=None, repr=False)
     # Speech targets of a model trained on aligned TTS (`opuslm.tasks.interleave_rows`): the
     # output interleaves the prompt's transcript with the speech, as training did. At each row
-    # stream 0 may take a semantic unit or the transcript's next token (where the model thinks
-    # that token starts), and eos only once every token has been said.
+    # stream 0 takes a semantic unit or the transcript's next token, the latter with the model's
+    # mass on all text ids (it says when a token starts, the transcript which one), and eos only
+    # once every token has been said.
     interleave_text: bool = False
 
     def __post_init__(self) -> None:
@@ -241,16 +242,34 @@ class _RowDecoder:
             out[i, : len(text)] = text
         return out, torch.zeros(len(texts), dtype=torch.long, device=self.device)
 
-    def _interleave_bias(self, bias: torch.Tensor) -> torch.Tensor:
-        """The stream-0 bias [W] without eos -> [B, W] that also allows each example's next
-        transcript token, or eos once all are spoken (where `bias_with_eos` is in use)."""
-        eos_allowed = bias is self.bias_with_eos  # min_frames reached
-        bias = self.bias_without_eos.expand(len(self.spoken), -1).clone()
+    def _choose_interleaved(self, logits: torch.Tensor, eos_allowed: bool) -> torch.Tensor:
+        """Stream-0 logits over the window [B, W] -> ids [B]: the transcript's next token (eos
+        once all are spoken, if `eos_allowed`) or a semantic unit.
+
+        Whether to advance follows the model's own probability of it: its mass on every text id
+        (when a token starts is the model's to say, which token it is the transcript's; a model
+        unsure which text id comes would otherwise seldom advance), or on eos after the last
+        token. The sampling settings shape only the choice among the units, so a temperature or
+        top-k does not change how long each token is spoken. Greedy: advance where that
+        probability beats every unit's."""
+        lo = self.window[0]
+        text_lo, text_hi = self.model.token_list.ranges["text"]
+        logits = logits.float()
         following = self.transcripts.gather(1, self.spoken[:, None])[:, 0]  # [B]
-        allowed = (following != self.eos) | eos_allowed
-        rows = torch.arange(len(following), device=self.device)[allowed]
-        bias[rows, following[allowed] - self.window[0]] = 0.0
-        return bias
+        at_end = following == self.eos
+        advance = torch.where(
+            at_end, logits[:, self.eos - lo], logits[:, text_lo - lo : text_hi - lo].logsumexp(-1)
+        )
+        if not eos_allowed:
+            advance = advance.masked_fill(at_end, float("-inf"))
+        units = logits + self.bias_without_eos  # semantic units only
+        unit = sample(units, self.stream0_sampling, self.generator) + lo
+        if self.stream0_sampling.greedy:
+            take = advance > units.max(-1).values
+        else:
+            chance = torch.sigmoid(advance - units.logsumexp(-1))
+            take = torch.rand(len(chance), generator=self.generator, device=self.device) < chance
+        return torch.where(take, following, unit)
 
     @torch.no_grad()
     def _ctc_scorer(self, prompts: list[torch.Tensor]) -> CTCPrefixScorer:
@@ -336,13 +355,15 @@ class _RowDecoder:
         row = torch.full((len(eos_frame), streams), self.pad, device=self.device)
         if k <= self.config.max_frames:
             bias = self.bias_with_eos if k >= self.config.min_frames else self.bias_without_eos
+            logits = self.model.head_logits(step.hidden, *self.window)
             if self.transcripts is not None:
-                bias = self._interleave_bias(bias)
-            logits = self.model.head_logits(step.hidden, *self.window) + bias
-            if self.ctc is not None:
-                logits = self._joint_scores(logits)
-            logits = self._with_word_scores(logits)
-            token0 = sample(logits, self.stream0_sampling, self.generator) + self.window[0]
+                token0 = self._choose_interleaved(logits, k >= self.config.min_frames)
+            else:
+                logits = logits + bias
+                if self.ctc is not None:
+                    logits = self._joint_scores(logits)
+                logits = self._with_word_scores(logits)
+                token0 = sample(logits, self.stream0_sampling, self.generator) + self.window[0]
             token0 = self._stop_as_eos(token0.masked_fill(k >= self.limits, self.eos))
             ended = eos_frame >= 0
             token0 = token0.masked_fill(ended, self.pad)
