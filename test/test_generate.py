@@ -581,7 +581,12 @@ def test_interleaved_speech_says_the_whole_transcript_in_order():
     model = MultiStreamLM.from_base(tiny_config(), token_list).eval()
     free = SamplingConfig(greedy=False)
     config = GenerationConfig(
-        target="speech", semantic=free, acoustic=free, max_frames=200, interleave_text=True
+        target="speech",
+        semantic=free,
+        acoustic=free,
+        min_frames=10,
+        max_frames=200,
+        interleave_text=True,
     )
     prompts = prompts_for(token_list, seed=3)[:2]  # the two with text rows
     outputs = generate(model, prompts, config, seed=0)
@@ -597,7 +602,7 @@ def test_interleaved_speech_says_the_whole_transcript_in_order():
         assert ((stream0[~is_text] >= sem_lo) & (stream0[~is_text] < sem_hi)).all()
         assert (output[is_text, 1:] == token_list.pad_id).all()
         assert (output[~is_text, 1:] != token_list.pad_id).all()
-        assert (~is_text).sum() > 0
+        assert len(output) >= 10  # no eos before min_frames
 
 
 def test_interleaved_eos_waits_and_any_text_id_means_advance():
@@ -706,3 +711,22 @@ def test_sampling_settings_do_not_change_how_long_a_token_is_spoken(sampling):
     units = int(((stream0 >= sem_lo) & (stream0 < sem_hi)).sum())
     # Geometric: one unit per token on average before each advance, whatever the settings.
     assert abs(units / (200 * tokens) - 1.0) < 0.15
+
+
+def test_interleaved_output_ends_where_the_model_expects_one_more_token():
+    model = tiny_model(seed=3)
+    eos = model.token_list.eos_id
+    plain_logits = model.head_logits
+
+    def never_eos(hidden, start=0, end=None):  # always a text id next, never eos itself
+        out = plain_logits(hidden, start, end)
+        if start <= eos < (len(model.token_list) if end is None else end):
+            out[..., eos - start] = -1e4
+            out[..., 5 - start] = 1e3
+        return out
+
+    model.head_logits = never_eos
+    prompt = prompts_for(model.token_list)[1]
+    config = GenerationConfig(target="speech", max_frames=50, interleave_text=True)
+    output = generate(model, [prompt], config)[0]
+    assert output[:, 0].tolist() == text_ids_of(prompt, model.token_list)  # then eos at once

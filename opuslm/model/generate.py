@@ -248,8 +248,8 @@ class _RowDecoder:
 
         Whether to advance follows the model's own probability of it: its mass on every text id
         (when a token starts is the model's to say, which token it is the transcript's; a model
-        unsure which text id comes would otherwise seldom advance), or on eos after the last
-        token. The sampling settings shape only the choice among the units, so a temperature or
+        unsure which text id comes would otherwise seldom advance), and after the last token on
+        every text id and eos (a model that expects one more token is done speaking). The sampling settings shape only the choice among the units, so a temperature or
         top-k does not change how long each token is spoken. Greedy: advance where that
         probability beats every unit's."""
         lo = self.window[0]
@@ -257,8 +257,9 @@ class _RowDecoder:
         logits = logits.float()
         following = self.transcripts.gather(1, self.spoken[:, None])[:, 0]  # [B]
         at_end = following == self.eos
+        text_mass = logits[:, text_lo - lo : text_hi - lo].logsumexp(-1)  # [B]
         advance = torch.where(
-            at_end, logits[:, self.eos - lo], logits[:, text_lo - lo : text_hi - lo].logsumexp(-1)
+            at_end, torch.logaddexp(text_mass, logits[:, self.eos - lo]), text_mass
         )
         if not eos_allowed:
             advance = advance.masked_fill(at_end, float("-inf"))
