@@ -249,9 +249,9 @@ class _RowDecoder:
         Whether to advance follows the model's own probability of it: its mass on every text id
         (when a token starts is the model's to say, which token it is the transcript's; a model
         unsure which text id comes would otherwise seldom advance), and after the last token on
-        every text id and eos (a model that expects one more token is done speaking). The sampling settings shape only the choice among the units, so a temperature or
-        top-k does not change how long each token is spoken. Greedy: advance where that
-        probability beats every unit's."""
+        every text id and eos (a model that expects one more token is done speaking). The sampling
+        settings shape only the choice among the units, so a temperature or top-k does not change
+        how long each token is spoken. Greedy: advance where that probability beats every unit's."""
         lo = self.window[0]
         text_lo, text_hi = self.model.token_list.ranges["text"]
         logits = logits.float()
