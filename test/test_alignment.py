@@ -4,11 +4,11 @@ import itertools
 
 import numpy as np
 import pytest
+from test_tasks import token_list  # noqa: F401  (the tiny vocabulary fixture)
 
 from opuslm.alignment import AlignmentError, check_alignment, ctc_forced_align, uniform_starts
 from opuslm.data.manifest import sequence_length
 from opuslm.tasks import Example, build_sequence, generation_prompt, interleave_rows
-from opuslm.vocab import TokenList
 
 BLANK = 3
 
@@ -76,18 +76,7 @@ def test_interleave_puts_each_token_before_its_start_frame():
     assert out[:, 1].tolist() == [0, 0, 11, 21, 0, 31]
 
 
-@pytest.fixture(scope="module")
-def token_list():
-    return TokenList.build(
-        [f"t{i}" for i in range(10)],
-        num_semantic=4,
-        num_codebooks=2,
-        codebook_size=3,
-        special_slots=16,
-    )
-
-
-def test_aligned_tts_sequence(token_list):
+def test_aligned_tts_sequence(token_list):  # noqa: F811  (the imported fixture)
     speech = np.array([[0, 1, 2], [3, 0, 1], [2, 2, 2]])
     plain = Example("u", text=np.array([4, 5]), speech=speech, prompt=speech[:1])
     aligned = Example(
@@ -110,7 +99,7 @@ def test_aligned_tts_sequence(token_list):
     assert after.loss_mask[len(prompt) :].all() and not after.loss_mask[: len(prompt)].any()
 
 
-def test_a_bad_alignment_names_the_utterance(token_list):
+def test_a_bad_alignment_names_the_utterance(token_list):  # noqa: F811
     example = Example(
         "spk_u7", text=np.array([4, 5]), speech=np.zeros((2, 3), int), prompt=np.zeros((1, 3), int)
     )

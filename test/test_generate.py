@@ -229,10 +229,30 @@ def test_bad_prompt_shape_raises():
         )
 
 
-def test_memorised_examples_are_reproduced():
+def memorising_model(sequences, steps: int) -> MultiStreamLM:
+    """A small model (seed 0) trained `steps` full-batch Adam steps on the task sequences."""
     torch.manual_seed(0)
     token_list = tiny_token_list()
     model = MultiStreamLM.from_base(tiny_config(hidden_size=64, intermediate_size=128), token_list)
+    lengths = torch.tensor([len(s.frames) for s in sequences])
+    frames = torch.full(
+        (len(sequences), int(lengths.max()), token_list.num_streams), token_list.pad_id
+    )
+    loss_mask = torch.zeros(frames.shape[:2], dtype=torch.bool)
+    for i, seq in enumerate(sequences):
+        frames[i, : len(seq.frames)] = torch.from_numpy(seq.frames)
+        loss_mask[i, : len(seq.frames)] = torch.from_numpy(seq.loss_mask)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        model(frames, loss_mask, lengths).loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def test_memorised_examples_are_reproduced():
+    token_list = tiny_token_list()
     rng = np.random.default_rng(0)
     speech = np.concatenate([rng.integers(0, 12, (6, 1)), rng.integers(0, 8, (6, 3))], 1)
     asr = Example("asr_utt", text=np.array([5, 9, 2, 31]), speech=speech)
@@ -240,19 +260,7 @@ def test_memorised_examples_are_reproduced():
         "tts_utt", text=np.array([7, 3, 3]), speech=speech[::-1].copy(), prompt=speech[:2]
     )
     sequences = [build_sequence("asr", asr, token_list), build_sequence("tts", tts, token_list)]
-    lengths = torch.tensor([len(s.frames) for s in sequences])
-    frames = torch.full((2, int(lengths.max()), token_list.num_streams), token_list.pad_id)
-    loss_mask = torch.zeros(frames.shape[:2], dtype=torch.bool)
-    for i, seq in enumerate(sequences):
-        frames[i, : len(seq.frames)] = torch.from_numpy(seq.frames)
-        loss_mask[i, : len(seq.frames)] = torch.from_numpy(seq.loss_mask)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(300):
-        optimizer.zero_grad()
-        model(frames, loss_mask, lengths).loss.backward()
-        optimizer.step()
-    model.eval()
+    model = memorising_model(sequences, 300)
 
     text = generate(
         model,
@@ -651,9 +659,7 @@ def test_interleave_text_settings_are_checked():
 
 
 def test_memorised_aligned_example_is_reproduced():
-    torch.manual_seed(0)
     token_list = tiny_token_list()
-    model = MultiStreamLM.from_base(tiny_config(hidden_size=64, intermediate_size=128), token_list)
     rng = np.random.default_rng(0)
     speech = np.concatenate([rng.integers(0, 12, (6, 1)), rng.integers(0, 8, (6, 3))], 1)
     tts = Example(
@@ -664,16 +670,7 @@ def test_memorised_aligned_example_is_reproduced():
         align=np.array([0, 2, 5]),
     )
     sequence = build_sequence("tts", tts, token_list)
-    frames = torch.from_numpy(sequence.frames)[None]
-    loss_mask = torch.from_numpy(sequence.loss_mask)[None]
-    lengths = torch.tensor([len(sequence.frames)])
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(200):
-        optimizer.zero_grad()
-        model(frames, loss_mask, lengths).loss.backward()
-        optimizer.step()
-    model.eval()
+    model = memorising_model([sequence], 200)
     prompt = torch.from_numpy(generation_prompt("tts", tts, token_list))
     config = GenerationConfig(target="speech", max_frames=20, interleave_text=True)
     output = generate(model, [prompt], config)[0]

@@ -205,6 +205,15 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
     assert (model / "packed" / "word_lm.counts").read_text() == word_lm
     assert {"word_lm_weight: 0.3", f"word_lm_words: {len(lexicon.splitlines())}"} <= set(settings)
     assert "## asr: test" in (model / "RESULTS.md").read_text()
+    # The smoke preset trains on aligned TTS (run.sh --tts_align true): stage 5 trained the
+    # aligner and aligned every set, the TTS manifests interleave, stage 9 decodes to match.
+    assert (exp / "aligner" / "aligner.safetensors").is_file()
+    for name in ("train", "valid", "test"):
+        assert (recipe / "dump" / "align" / name / "align.scp").is_file()
+        manifest = json.loads((exp / "manifests" / f"tts_{name}" / "data.json").read_text())
+        assert "align" in manifest["entries"]
+    tts_settings = (model / "decode_tts_test" / "decode_config.yaml").read_text().splitlines()
+    assert "interleave_text: true" in tts_settings
     assert (model / "packed" / "model.safetensors").is_file()
     assert (exp / "base_lm_smoke" / "hf" / "model.safetensors").is_file()
     copy = json.loads((model / "copy_synthesis_test" / "score.json").read_text())

@@ -53,7 +53,7 @@ CONFIG = "aligner.json"
 
 
 class Aligner:
-    """The recogniser and the features it reads; `align` -> start frames of a token sequence."""
+    """The CTC recogniser and the spectral features it reads (`log_probs` per waveform)."""
 
     def __init__(self, spectral: SpectralFeatures, encoder: PhoneticEncoder) -> None:
         self.spectral, self.encoder = spectral, encoder.eval()
