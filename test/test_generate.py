@@ -577,6 +577,12 @@ def test_beam_search_batched_equals_one_by_one_and_settings_are_checked():
 
 
 # ------------------------------------------------------------------ interleaved transcripts
+def tts_prompts(token_list: TokenList, seed: int) -> list[torch.Tensor]:
+    """Two prompts shaped like TTS ones: transcript rows, speaker speech, a start token last."""
+    rng = np.random.default_rng(seed)
+    return [random_frames(token_list, rng, kinds) for kinds in ("xtsssx", "xtttsssssssx")]
+
+
 def text_ids_of(prompt: torch.Tensor, token_list: TokenList) -> list[int]:
     low, high = token_list.ranges["text"]
     stream0 = prompt[:, 0]
@@ -596,7 +602,7 @@ def test_interleaved_speech_says_the_whole_transcript_in_order():
         max_frames=200,
         interleave_text=True,
     )
-    prompts = prompts_for(token_list, seed=3)[:2]  # the two with text rows
+    prompts = tts_prompts(token_list, seed=3)
     outputs = generate(model, prompts, config, seed=0)
     text_lo, text_hi = token_list.ranges["text"]
     sem_lo, sem_hi = token_list.ranges["semantic"]
@@ -642,7 +648,7 @@ def test_interleaved_eos_waits_and_any_text_id_means_advance():
 def test_interleaved_batched_equals_one_by_one(prefix_lm):
     model = tiny_model(seed=2)
     model.prefix_lm = prefix_lm
-    prompts = prompts_for(model.token_list, seed=1)[:2]
+    prompts = tts_prompts(model.token_list, seed=1)
     config = GenerationConfig(target="speech", max_frames=12, interleave_text=True)
     batched = generate(model, prompts, config)
     for prompt, output in zip(prompts, batched):
@@ -656,6 +662,9 @@ def test_interleave_text_settings_are_checked():
     config = GenerationConfig(target="speech", interleave_text=True)
     with pytest.raises(ValueError, match="prompt 0 holds no transcript"):
         generate(model, [prompts_for(model.token_list)[2]], config)
+    # An own-prefix prompt continues speech that has no alignment: refused.
+    with pytest.raises(ValueError, match="prompt 0 ends in speech after its start token"):
+        generate(model, [prompts_for(model.token_list)[0]], config)
 
 
 def test_memorised_aligned_example_is_reproduced():

@@ -236,6 +236,11 @@ class _RowDecoder:
             texts.append(stream0[(stream0 >= text_lo) & (stream0 < text_hi)])
             if len(texts[-1]) == 0:
                 raise ValueError(f"interleave_text: prompt {i} holds no transcript (text ids)")
+            if num_condition_frames(stream0.cpu().numpy(), self.model.token_list) < len(prompt):
+                raise ValueError(
+                    f"interleave_text: prompt {i} ends in speech after its start token (an "
+                    "own-prefix prompt), which has no alignment; use a speaker prompt"
+                )
         width = max(len(t) for t in texts) + 1
         out = torch.full((len(texts), width), self.eos, device=self.device)
         for i, text in enumerate(texts):
