@@ -207,7 +207,7 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
     assert "## asr: test" in (model / "RESULTS.md").read_text()
     # The smoke preset trains on aligned TTS (run.sh --tts_align true): stage 5 trained the
     # aligner and aligned every set, the TTS manifests interleave, stage 9 decodes to match.
-    assert (exp / "aligner" / "aligner.safetensors").is_file()
+    assert (exp / "aligner" / "phonetic_encoder.safetensors").is_file()
     for name in ("train", "valid", "test"):
         assert (recipe / "dump" / "align" / name / "align.scp").is_file()
         manifest = json.loads((exp / "manifests" / f"tts_{name}" / "data.json").read_text())

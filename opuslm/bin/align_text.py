@@ -22,12 +22,9 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import safetensors.torch
-import torch
 from tqdm import tqdm
 
 from opuslm.alignment import AlignmentError, ctc_forced_align, uniform_starts
@@ -35,69 +32,43 @@ from opuslm.audio import AudioError, AudioReader
 from opuslm.data.ark import ScpTable
 from opuslm.data.datadir import DataDirError
 from opuslm.dump import Dump, DumpError, ShardWriter, fingerprint
-from opuslm.fileio import atomic_path, write_text_atomic
+from opuslm.fileio import write_text_atomic
 from opuslm.tokenizers.phonetic import (
-    PhoneticEncoder,
+    ENCODER_NAME,
+    PhoneticFeatures,
     PhoneticTraining,
-    pad,
+    recogniser_log_probs,
     spectral_features,
     train_ctc_encoder,
 )
-from opuslm.tokenizers.semantic import SemanticError, SpectralConfig, SpectralFeatures
+from opuslm.tokenizers.semantic import SemanticError, SpectralConfig, SpectralFeatures, fft_size
 from opuslm.vocab import TokenList, VocabError
 
 log = logging.getLogger("opuslm.align_text")
 
-WEIGHTS = "aligner.safetensors"
-CONFIG = "aligner.json"
+CONFIG = "aligner.json"  # PhoneticFeatures' config; its weights are ENCODER_NAME beside it
 
 
-class Aligner:
-    """The CTC recogniser and the spectral features it reads (`log_probs` per waveform)."""
+def save_aligner(features: PhoneticFeatures, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = features.save(directory)
+    write_text_atomic(directory / CONFIG, json.dumps(config, indent=1) + "\n")
 
-    def __init__(self, spectral: SpectralFeatures, encoder: PhoneticEncoder) -> None:
-        self.spectral, self.encoder = spectral, encoder.eval()
-        self.num_labels = encoder.output.out_features - 1  # the blank is the last class
 
-    def log_probs(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
-        """float32 [T_i, labels + 1] per waveform."""
-        padded, lengths = pad(self.spectral.extract_batch(wavs))
-        with torch.no_grad():
-            out = self.encoder(padded, lengths).numpy()
-        return [o[:n] for o, n in zip(out, lengths.tolist())]
-
-    def save(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / WEIGHTS) as tmp:
-            safetensors.torch.save_file(self.encoder.state_dict(), str(tmp))
-        config = {
-            "spectral": asdict(self.spectral.config),
-            "num_labels": self.num_labels,
-            "hidden": self.encoder.rnn.hidden_size,
-            "layers": self.encoder.rnn.num_layers,
-        }
-        write_text_atomic(directory / CONFIG, json.dumps(config, indent=1) + "\n")
-
-    @classmethod
-    def load(cls, directory: Path) -> Aligner:
-        if not (directory / CONFIG).is_file() or not (directory / WEIGHTS).is_file():
-            raise SemanticError(
-                f"{directory}: no aligner ({CONFIG}, {WEIGHTS}); run align_text with "
-                "--train_aligner on the training set first"
-            )
-        config = json.loads((directory / CONFIG).read_text(encoding="utf-8"))
-        spectral = SpectralFeatures(SpectralConfig(**config["spectral"]))
-        encoder = PhoneticEncoder(
-            spectral.dim, config["num_labels"], config["hidden"], config["layers"]
+def load_aligner(directory: Path) -> PhoneticFeatures:
+    if not (directory / CONFIG).is_file():
+        raise SemanticError(
+            f"{directory}: no aligner ({CONFIG}, {ENCODER_NAME}); run align_text with "
+            "--train_aligner on the training set first"
         )
-        encoder.load_state_dict(safetensors.torch.load_file(str(directory / WEIGHTS)))
-        return cls(spectral, encoder)
+    return PhoneticFeatures.load(json.loads((directory / CONFIG).read_text("utf-8")), directory)
 
 
 def train_aligner(
     args: argparse.Namespace, reader: AudioReader, texts: ScpTable, uttids: list[str]
-) -> Aligner:
-    """The recogniser, trained on at most --aligner_utts utterances of `uttids`."""
+) -> PhoneticFeatures:
+    """The recogniser, trained on at most --aligner_utts utterances of `uttids`; its labels are
+    the token list's text ids (named by their index)."""
     hop = args.hop_length
     spectral = SpectralFeatures(
         SpectralConfig(
@@ -105,7 +76,7 @@ def train_aligner(
             sample_rate=args.sample_rate,
             hop_length=hop,
             win_length=max(400, hop),  # a window shorter than the hop skips samples
-            n_fft=max(512, 1 << (max(400, hop) - 1).bit_length()),
+            n_fft=fft_size(max(400, hop)),
         )
     )
     order = np.random.default_rng(args.seed).permutation(len(uttids))[: args.aligner_utts]
@@ -118,7 +89,7 @@ def train_aligner(
     log.info("aligner: CTC recogniser on %d utterances, %d steps", len(chosen), training.steps)
     num_labels = TokenList.load(args.token_list).size("text")
     encoder, _ = train_ctc_encoder(spectral_features(spectral, wavs), targets, num_labels, training)
-    return Aligner(spectral, encoder)
+    return PhoneticFeatures(spectral, encoder, [str(i) for i in range(num_labels)])
 
 
 def fit_frames(log_probs: np.ndarray, num_frames: int) -> np.ndarray:
@@ -130,7 +101,7 @@ def fit_frames(log_probs: np.ndarray, num_frames: int) -> np.ndarray:
 
 
 def write_alignments(
-    aligner: Aligner,
+    aligner: PhoneticFeatures,
     reader: AudioReader,
     texts: ScpTable,
     speech: ScpTable,
@@ -138,20 +109,20 @@ def write_alignments(
     writer: ShardWriter,
 ) -> dict:
     summary = {"utterances": 0, "tokens": 0, "uniform": 0}
+    blank = len(aligner.labels)  # the text ids are the labels; the blank is last
     for start in tqdm(range(0, len(uttids), 32), desc="aligning", unit="batch"):
         batch = uttids[start : start + 32]
-        for uttid, log_probs in zip(batch, aligner.log_probs([reader.read(u) for u in batch])):
+        wavs = [reader.read(u) for u in batch]
+        for uttid, log_probs in zip(batch, recogniser_log_probs(aligner, wavs)):
             ids = np.asarray(texts[uttid])
-            if (ids < 0).any() or (ids >= aligner.num_labels).any():
+            if (ids < 0).any() or (ids >= blank).any():
                 raise SemanticError(
-                    f"utterance {uttid!r}: text ids outside the aligner's {aligner.num_labels} "
+                    f"utterance {uttid!r}: text ids outside the aligner's {blank} "
                     "labels; it was trained with another text tokenizer"
                 )
             num_frames = len(speech[uttid])
             try:
-                starts = ctc_forced_align(
-                    fit_frames(log_probs, num_frames), ids, aligner.num_labels
-                )
+                starts = ctc_forced_align(fit_frames(log_probs, num_frames), ids, blank)
             except AlignmentError as e:
                 log.warning("utterance %s: %s; tokens spread evenly instead", uttid, e)
                 starts = uniform_starts(len(ids), num_frames)
@@ -214,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                 len(texts) - len(uttids),
                 len(texts),
             )
-        if args.train_aligner and not (args.aligner_dir / WEIGHTS).is_file():
-            train_aligner(args, reader, texts, uttids).save(args.aligner_dir)
-        aligner = Aligner.load(args.aligner_dir)
+        if args.train_aligner and not (args.aligner_dir / ENCODER_NAME).is_file():
+            save_aligner(train_aligner(args, reader, texts, uttids), args.aligner_dir)
+        aligner = load_aligner(args.aligner_dir)
         dump = Dump(
             output_dir=Path(args.output_dir),
             name="align",
@@ -226,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             signature={
                 "text": fingerprint(token_dir / "text.scp"),
                 "speech": fingerprint(token_dir / "speech.scp"),
-                "aligner": fingerprint(args.aligner_dir / WEIGHTS),
+                "aligner": fingerprint(args.aligner_dir / ENCODER_NAME),
             },
         )
         summary = dump.run(

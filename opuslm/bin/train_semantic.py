@@ -23,6 +23,7 @@ from opuslm.tokenizers.semantic import (
     SemanticError,
     SpectralConfig,
     SpectralFeatures,
+    fft_size,
     train_semantic_tokenizer,
 )
 
@@ -37,7 +38,7 @@ def build_extractor(args: argparse.Namespace) -> FeatureExtractor:
             hop_length=args.hop_length,
             # A window shorter than the hop would leave samples between frames unanalysed.
             win_length=args.win_length,
-            n_fft=max(512, 1 << (args.win_length - 1).bit_length()),
+            n_fft=fft_size(args.win_length),
             deltas=args.deltas,
             cmvn=args.cmvn == "true",
             context=args.context,

@@ -208,17 +208,21 @@ def train_phonetic_features(
     return PhoneticFeatures(spectral, encoder, labels), losses
 
 
+def recogniser_log_probs(features: PhoneticFeatures, wavs: list[np.ndarray]) -> list[np.ndarray]:
+    """The recogniser's CTC log-probs float32 [T_i, labels + 1] per waveform (blank last)."""
+    padded, lengths = pad(features.spectral.extract_batch(wavs))
+    with torch.no_grad():
+        out = features.encoder(padded, lengths).numpy()
+    return [o[:n] for o, n in zip(out, lengths.tolist())]
+
+
 def greedy_transcripts(features: PhoneticFeatures, wavs: list[np.ndarray]) -> list[str]:
     """The recogniser's own greedy CTC transcripts (a check of what the features carry)."""
-    feats = features.spectral.extract_batch(wavs)
-    padded, lengths = pad(feats)
-    with torch.no_grad():
-        best = features.encoder(padded, lengths).argmax(-1)
     blank = len(features.labels)
     out = []
-    for row, n in zip(best.tolist(), lengths.tolist()):
+    for log_probs in recogniser_log_probs(features, wavs):
         chars, last = [], None
-        for k in row[:n]:
+        for k in log_probs.argmax(-1).tolist():
             if k != last and k != blank:
                 chars.append(features.labels[k])
             last = k

@@ -58,6 +58,11 @@ class FeatureExtractor(Protocol):
         ...
 
 
+def fft_size(win_length: int) -> int:
+    """The FFT size for a window: the next power of two, at least 512."""
+    return max(512, 1 << (win_length - 1).bit_length())
+
+
 @dataclass
 class SpectralConfig:
     """MFCC / log-mel analysis; defaults: 25 ms window, 20 ms hop (50 Hz) at 16 kHz."""

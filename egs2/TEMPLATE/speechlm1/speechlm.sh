@@ -442,7 +442,7 @@ align_tts() {
   if [ "${set}" = "${train_set}" ]; then
     mkdir -p exp/aligner
     if ! is_done exp/aligner "${raw}/wav.scp" "${tokens}/.done" "${token_list}" "${opts[*]}"; then
-      rm -f exp/aligner/aligner.safetensors
+      rm -f exp/aligner/phonetic_encoder.safetensors
       train=(--train_aligner --token_list "${token_list}")
     fi
   fi
