@@ -294,6 +294,9 @@ def test_aligned_tts_manifest_and_dataset(tmp_path):
         sequence = dataset[BatchItem(0, index, 0)]
         info = manifest.utterances[manifest.uttids[index]]
         assert sequence.loss_mask.sum() == info["speech"] + info["text"] + 1  # and eos
+    # Training on it with the utterance's own prefix as the prompt is refused, as decoding is.
+    with pytest.raises(ManifestError, match="aligned TTS manifest needs prompt_source 'speaker'"):
+        TaskDataset([manifest], tiny_token_list(), prompt_source="self")
 
 
 def test_an_alignment_of_other_text_is_refused(tmp_path, caplog):

@@ -96,6 +96,13 @@ class ManifestReader:
         self.expected_lengths = manifest.lengths(self.prompt_frames)
         self.speaker_utts: dict[str, list[str]] = {}
         self.utt2spk: dict[str, str] = {}
+        if manifest.task == "tts" and prompt_source == "self" and "align" in manifest.entries:
+            # The own prefix would be raw speech while the target interleaves the transcript
+            # from its first frame on, and decoding (`interleave_text`) refuses such prompts.
+            raise ManifestError(
+                f"{manifest.path}: an aligned TTS manifest needs prompt_source 'speaker' (the "
+                "prompt from another utterance); an own-prefix prompt holds no transcript rows"
+            )
         if manifest.task == "tts" and prompt_source == "speaker":
             if manifest.utt2spk is None:
                 raise ManifestError(
