@@ -185,6 +185,18 @@ class OpusLM:
         return self.text_tokenizer.decode(ids.tolist())
 
     # ------------------------------------------------------------------ prompts
+    def _within_context(self, frames: np.ndarray, what: str) -> torch.Tensor:
+        """Prompt rows [T, S] as a tensor, once the model's context is known to have room for
+        them and an output (a longer input would run on positions the model never saw)."""
+        context = self.model.context_length
+        if context is not None and len(frames) + self.token_list.num_streams >= context:
+            raise InputError(
+                f"{what}: its prompt has {len(frames)} rows, which leave no room for an output "
+                f"in the model's context of {context} positions (max_position_embeddings); "
+                "split the input into shorter pieces"
+            )
+        return torch.from_numpy(frames)
+
     def _speaker_prompt(self, prompt: Audio | None, what: str) -> np.ndarray:
         """Raw rows [P, S] of the speaker: the given audio, else the packed default prompt."""
         if prompt is not None:
@@ -203,7 +215,9 @@ class OpusLM:
         """Decoding prompts [T_i, S] for transcribing waveforms."""
         names = names or [f"audio {i}" for i in range(len(audios))]
         return [
-            torch.from_numpy(generation_prompt("asr", Example(name, speech=rows), self.token_list))
+            self._within_context(
+                generation_prompt("asr", Example(name, speech=rows), self.token_list), name
+            )
             for rows, name in zip(self.encode_raw_batch(audios, names), names)
         ]
 
@@ -226,16 +240,17 @@ class OpusLM:
         frames = generation_prompt("tts", example, self.token_list)
         if own_prefix:
             frames = np.concatenate([frames, self.token_list.encode_frames(speaker)])
-        return torch.from_numpy(frames)
+        return self._within_context(frames, what)
 
     def continuation_prompts(
         self, audios: Sequence[Audio], names: Sequence[str] | None = None
     ) -> list[torch.Tensor]:
         """Decoding prompts [T_i, S] that continue the given audio (audiolm)."""
+        names = names or [f"audio {i}" for i in range(len(audios))]
         start = generation_prompt("audiolm", Example(uttid="audiolm"), self.token_list)
         return [
-            torch.from_numpy(np.concatenate([start, self.token_list.encode_frames(rows)]))
-            for rows in self.encode_raw_batch(audios, names)
+            self._within_context(np.concatenate([start, self.token_list.encode_frames(rows)]), name)
+            for rows, name in zip(self.encode_raw_batch(audios, names), names)
         ]
 
     def textlm_prompt(self, text: str, what: str = "text") -> torch.Tensor:
@@ -243,7 +258,7 @@ class OpusLM:
         bos = self.text_tokenizer.bos_id
         ids = np.concatenate([[bos] if bos is not None else [], self.encode_text(text, what)])
         example = Example(uttid=what, text=ids.astype(np.int64))
-        return torch.from_numpy(generation_prompt("textlm", example, self.token_list))
+        return self._within_context(generation_prompt("textlm", example, self.token_list), what)
 
     # ------------------------------------------------------------------ decoding
     def generate(

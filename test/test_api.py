@@ -250,6 +250,28 @@ def test_bad_inputs_raise_clear_errors(model: OpusLM, tiny: TinyModel, tmp_path:
         OpusLM.from_pretrained(packed).synthesize("the cat")
 
 
+def test_an_input_longer_than_the_model_context_is_named(tiny: TinyModel, speech):
+    model = OpusLM.from_pretrained(tiny.packed_dir)
+    streams = model.token_list.num_streams
+    short, long = sorted(speech, key=len)[0], sorted(speech, key=len)[-1]
+    rows = len(model.asr_prompts([(long, 16000)], ["utt_a"])[0])
+    model.model.body.config.max_position_embeddings = rows + streams + 1  # room for one frame
+    assert len(model.asr_prompts([(long, 16000)], ["utt_a"])[0]) == rows
+    context = rows + streams
+    model.model.body.config.max_position_embeddings = context
+    with pytest.raises(InputError, match=f"utt_a: its prompt has {rows} rows, .* of {context} "):
+        model.asr_prompts([(short, 16000), (long, 16000)], ["utt_b", "utt_a"])
+    with pytest.raises(InputError, match="audio 0: its prompt has"):
+        model.transcribe(long, 16000)
+    model.model.body.config.max_position_embeddings = 8
+    with pytest.raises(InputError, match="audio 0: its prompt has .* context of 8 positions"):
+        model.continue_audio(short, 16000)
+    with pytest.raises(InputError, match="text 0: its prompt has .* context of 8 positions"):
+        model.synthesize("the cat")
+    with pytest.raises(InputError, match="text: its prompt has .* context of 8 positions"):
+        model.generate_text("the cat sat on the mat and the cat sat on the mat")
+
+
 def test_joint_ctc_decoding_needs_a_ctc_head_and_batches(tiny: TinyModel, model: OpusLM, speech):
     import dataclasses
 

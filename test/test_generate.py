@@ -1,5 +1,7 @@
 """Decoding: a no-cache reference, batching, streaming, constraints, sampling, memorisation."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -177,6 +179,32 @@ def test_min_and_max_frames_control_eos():
     assert [len(o) for o in generate(model, prompts, config)] == [3, 3, 1]
     with pytest.raises(ValueError, match="max_len_ratio"):
         GenerationConfig(target="text", max_len_ratio=-1.0)
+
+
+def test_the_model_context_bounds_the_output_and_refuses_a_longer_prompt(caplog):
+    model = tiny_model(max_position_embeddings=24)
+    eos = model.token_list.eos_id
+    plain_logits = model.head_logits
+
+    def never_eos(hidden, start=0, end=None):  # every output runs to its limit
+        out = plain_logits(hidden, start, end)
+        if start <= eos < (len(model.token_list) if end is None else end):
+            out[..., eos - start] = -1e4
+        return out
+
+    model.head_logits = never_eos
+    prompts = prompts_for(model.token_list)  # 6, 12 and 2 rows of 4 streams
+    config = GenerationConfig(target="speech", max_frames=15)
+    with caplog.at_level(logging.WARNING, logger="opuslm.model.generate"):
+        lengths = [len(o) for o in generate(model, prompts, config)]
+    assert lengths == [24 - 6 - 4, 24 - 12 - 4, 15]
+    assert "2 outputs cut short by the model's context of 24 positions (prompt 0: at most " in (
+        caplog.text
+    )
+    assert "14 frames instead of 15)" in caplog.text
+    long = random_frames(model.token_list, np.random.default_rng(0), "xt" + "s" * 18 + "x")
+    with pytest.raises(ValueError, match="prompt 1 has 21 rows: .* context of 24 positions"):
+        generate(model, [prompts[0], long], config)
 
 
 @pytest.mark.parametrize("target", ["text", "speech"])

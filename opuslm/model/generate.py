@@ -18,6 +18,7 @@ reaches generated row k in the same forward.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -30,6 +31,8 @@ from opuslm.model.lexicon import HypothesisStates, Lexicon
 from opuslm.model.lm import MultiStreamLM, StepOutput, prefix_attention_mask
 from opuslm.model.word_lm import WordLMScorer
 from opuslm.tasks import num_condition_frames
+
+logger = logging.getLogger(__name__)
 
 TARGETS = {"text": "text", "speech": "semantic"}  # target -> modality of its stream-0 tokens
 
@@ -299,7 +302,9 @@ class _RowDecoder:
         return CTCPrefixScorer(log_probs, speech_lengths)
 
     def _output_limits(self, frames: torch.Tensor, semantic: tuple[int, int]) -> torch.Tensor:
-        """Most frames each output may have [B]: max_frames, or the max_len_ratio bound."""
+        """Most frames each output may have [B]: max_frames, the max_len_ratio bound, and what
+        the model's context leaves after the prompt (its rows, then the output and its S-row
+        delay tail)."""
         config = self.config
         limits = torch.full((len(frames),), config.max_frames, device=self.device)
         if config.max_len_ratio > 0:
@@ -307,6 +312,29 @@ class _RowDecoder:
             speech = ((stream0 >= semantic[0]) & (stream0 < semantic[1])).sum(-1)  # [B]
             bound = torch.ceil(speech * config.max_len_ratio).long()
             limits = torch.where(speech > 0, torch.minimum(limits, bound.clamp(min=1)), limits)
+        context = self.model.context_length
+        if context is not None:
+            room = context - self.prompt_lengths - self.num_streams  # [B]
+            if int(room.min()) < 1:
+                i = int(room.argmin())
+                raise ValueError(
+                    f"prompt {i} has {int(self.prompt_lengths[i])} rows: with the output's "
+                    f"{self.num_streams}-row delay tail it leaves no room in the model's context "
+                    f"of {context} positions (max_position_embeddings); shorten the input"
+                )
+            cut = (room < limits).nonzero().flatten().tolist()
+            if cut:
+                i = cut[0]
+                logger.warning(
+                    "%d outputs cut short by the model's context of %d positions (prompt %d: "
+                    "at most %d frames instead of %d)",
+                    len(cut),
+                    context,
+                    i,
+                    int(room[i]),
+                    int(limits[i]),
+                )
+                limits = torch.minimum(limits, room)
         return limits
 
     def _attention_inputs(self, num_rows: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:

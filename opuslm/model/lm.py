@@ -284,6 +284,13 @@ class MultiStreamLM(nn.Module):
     def device(self) -> torch.device:
         return self.body.get_input_embeddings().weight.device
 
+    @property
+    def context_length(self) -> int | None:
+        """Most rows a sequence may have: the body's max_position_embeddings (None if it has
+        none). Rotary bodies run past it without an error, on positions they never saw."""
+        value = getattr(self.body.config, "max_position_embeddings", None)
+        return None if value is None else int(value)
+
     def embed(self, delayed: torch.Tensor) -> torch.Tensor:
         """Delayed rows [B, L, S] -> row embeddings [B, L, H] (sum of the stream embeddings)."""
         module = self.body.get_input_embeddings()
