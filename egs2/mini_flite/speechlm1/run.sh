@@ -27,7 +27,6 @@ case "${preset}" in
     nj=$(nproc)
     study=(--study_tts_utts 20 --results_md RESULTS.md)
     inference=(--inference_args "--batch_size 16")
-    align=()
     ;;
   smoke)
     corpus="--num_train 120 --num_valid 8 --num_test 8 --num_text_test 20 --num_text_train 400"
@@ -35,13 +34,15 @@ case "${preset}" in
     # A quarter of the test set: the study's shorter TTS path is exercised too.
     study=(--study_tts_utts 2)
     inference=()
-    # The aligned TTS option's plumbing (stage 5's aligner, interleave_text decoding, the
-    # condition gain of aligned dumps); the demo preset does not use it (EXPERIMENTS.md).
-    align=(--tts_align true)
     ;;
   *) echo "run.sh: unknown --preset '${preset}' (demo or smoke)" >&2; exit 1 ;;
 esac
 conf="conf/${preset}"
+# Both presets train the TTS on aligned transcripts: stage 5 aligns each transcript token to its
+# speech, the TTS targets interleave them, and decode.yaml decodes with `interleave_text: true`.
+# In the demo it read its text (condition gain 1.34 nats per frame against 0.004) and the ASR
+# gained too (test WER 31.0 against 33.6; EXPERIMENTS.md, "The demo with aligned TTS").
+# Pass --tts_align false for the plain OpusLM layout (and drop interleave_text from decode.yaml).
 
 ./speechlm.sh \
   --local_data_opts "${corpus}" --nj "${nj}" \
@@ -53,7 +54,7 @@ conf="conf/${preset}"
   --train_config "${conf}/train.yaml" \
   --anneal_config "${conf}/anneal.yaml" \
   --annealing_study true "${study[@]}" ${inference[@]+"${inference[@]}"} \
-  ${align[@]+"${align[@]}"} \
+  --tts_align true \
   --decode_config "${conf}/decode.yaml" \
   --tag "${preset}" \
   ${args[@]+"${args[@]}"}
