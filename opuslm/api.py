@@ -51,6 +51,11 @@ logger = logging.getLogger(__name__)
 Audio = tuple[np.ndarray, int]  # (mono float waveform [N], sample rate)
 
 
+def audio_names(audios: Sequence[Audio], names: Sequence[str] | None) -> Sequence[str]:
+    """How errors refer to each input: the given names, else "audio <i>"."""
+    return names or [f"audio {i}" for i in range(len(audios))]
+
+
 class InputError(ValueError):
     """Input the model cannot take: empty audio or text, text the tokenizer cannot encode."""
 
@@ -138,7 +143,7 @@ class OpusLM:
 
         names: how errors refer to each input (default "audio <i>").
         """
-        names = names or [f"audio {i}" for i in range(len(audios))]
+        names = audio_names(audios, names)
         wavs = [self._waveform(w, sr, name) for (w, sr), name in zip(audios, names)]
         return tokenize_waveforms(self.semantic, self.codec, wavs, names)
 
@@ -188,12 +193,12 @@ class OpusLM:
     def _within_context(self, frames: np.ndarray, what: str) -> torch.Tensor:
         """Prompt rows [T, S] as a tensor, once the model's context is known to have room for
         them and an output (a longer input would run on positions the model never saw)."""
-        context = self.model.context_length
-        if context is not None and len(frames) + self.token_list.num_streams >= context:
+        room = self.model.output_room(len(frames))
+        if room is not None and room < 1:
             raise InputError(
                 f"{what}: its prompt has {len(frames)} rows, which leave no room for an output "
-                f"in the model's context of {context} positions (max_position_embeddings); "
-                "split the input into shorter pieces"
+                f"in the model's context of {self.model.context_length} positions "
+                "(max_position_embeddings); split the input into shorter pieces"
             )
         return torch.from_numpy(frames)
 
@@ -213,7 +218,7 @@ class OpusLM:
         self, audios: Sequence[Audio], names: Sequence[str] | None = None
     ) -> list[torch.Tensor]:
         """Decoding prompts [T_i, S] for transcribing waveforms."""
-        names = names or [f"audio {i}" for i in range(len(audios))]
+        names = audio_names(audios, names)
         return [
             self._within_context(
                 generation_prompt("asr", Example(name, speech=rows), self.token_list), name
@@ -246,7 +251,7 @@ class OpusLM:
         self, audios: Sequence[Audio], names: Sequence[str] | None = None
     ) -> list[torch.Tensor]:
         """Decoding prompts [T_i, S] that continue the given audio (audiolm)."""
-        names = names or [f"audio {i}" for i in range(len(audios))]
+        names = audio_names(audios, names)
         start = generation_prompt("audiolm", Example(uttid="audiolm"), self.token_list)
         return [
             self._within_context(np.concatenate([start, self.token_list.encode_frames(rows)]), name)

@@ -312,9 +312,9 @@ class _RowDecoder:
             speech = ((stream0 >= semantic[0]) & (stream0 < semantic[1])).sum(-1)  # [B]
             bound = torch.ceil(speech * config.max_len_ratio).long()
             limits = torch.where(speech > 0, torch.minimum(limits, bound.clamp(min=1)), limits)
-        context = self.model.context_length
-        if context is not None:
-            room = context - self.prompt_lengths - self.num_streams  # [B]
+        room = self.model.output_room(self.prompt_lengths)  # [B]
+        if room is not None:
+            context = self.model.context_length
             if int(room.min()) < 1:
                 i = int(room.argmin())
                 raise ValueError(

@@ -291,6 +291,13 @@ class MultiStreamLM(nn.Module):
         value = getattr(self.body.config, "max_position_embeddings", None)
         return None if value is None else int(value)
 
+    def output_room(self, prompt_rows):
+        """Most output frames the context leaves after a prompt of `prompt_rows` rows (an int or
+        a tensor [B]): the prompt, then the output with its eos and delay rows (S in all) must
+        fit. None if the body has no context length; < 1 means the prompt is too long."""
+        context = self.context_length
+        return None if context is None else context - prompt_rows - self.num_streams
+
     def embed(self, delayed: torch.Tensor) -> torch.Tensor:
         """Delayed rows [B, L, S] -> row embeddings [B, L, H] (sum of the stream embeddings)."""
         module = self.body.get_input_embeddings()
