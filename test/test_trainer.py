@@ -208,6 +208,15 @@ def test_data_errors_before_any_step(tmp_path):
     tiny_token_list(num_text=41).save(other)
     with pytest.raises(VocabError, match="asr/data.json .*first difference at range of text"):
         Trainer(load_config(config_path, [f"data.token_list={other}"]), out, SINGLE)
+
+    # The tiny corpus's longest sequences have more rows than a 16-row context.
+    with pytest.raises(
+        ManifestError,
+        match=r"asr/data.json \(data.train\[0\]\): \d+ of 24 utterances have more rows than the "
+        r"model's context of 16 .* the longest '.*' \d+; "
+        r"drop them with data.train\[0\].max_length: 16",
+    ):
+        Trainer(load_config(config_path, ["model.base.max_position_embeddings=16"]), out, SINGLE)
     assert not out.exists()  # nothing was trained, logged or saved
 
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from opuslm.data.augment import SpeechTimeMask
 from opuslm.data.dataset import Batch, TaskDataset
-from opuslm.data.manifest import Manifest
+from opuslm.data.manifest import Manifest, ManifestError
 from opuslm.data.sampler import BatchItem, MixedBatchSampler, validation_batches
 from opuslm.model.lm import LMOutput, MultiStreamLM
 from opuslm.train import checkpoint as ckpt
@@ -216,6 +216,7 @@ class Trainer:
 
         self._build_data()  # every data error surfaces here, before any step
         self.model = build_model(config, self.token_list)
+        self._check_context()
         self.step = 0
         self.position = 0
         self.bad_steps_total = 0
@@ -328,6 +329,38 @@ class Trainer:
                     )
                 )
             ]
+
+    def _check_context(self) -> None:
+        """Refuse a training or validation sequence longer than the model's context.
+
+        Rotary bodies would train on such rows without an error, at positions decoding never
+        reaches (it stops at the context). Raises ManifestError naming the manifest, how many
+        utterances are over, the longest, and how to drop them.
+        """
+        context = self.model.context_length
+        if context is None:
+            return
+        for name, dataset in (("data.train", self.dataset), ("data.valid", self.valid_dataset)):
+            if dataset is None:
+                continue
+            for index, (lengths, uttids, source) in enumerate(
+                zip(dataset.lengths(), dataset.uttids(), dataset.sources())
+            ):
+                over = np.flatnonzero(lengths > context)
+                if over.size == 0:
+                    continue
+                longest = int(over[np.argmax(lengths[over])])
+                drop = (
+                    f"drop them with {name}[{index}].max_length: {context}"
+                    if name == "data.train"
+                    else "leave them out of the set (a lower --max_wav_duration)"
+                )
+                raise ManifestError(
+                    f"{source} ({name}[{index}]): {over.size} of {len(lengths)} utterances have "
+                    f"more rows than the model's context of {context} "
+                    f"(max_position_embeddings), the longest '{uttids[longest]}' "
+                    f"{int(lengths[longest])}; {drop}, or raise max_position_embeddings"
+                )
 
     def _train_manifest(self, index: int, entry: ManifestWeight) -> Manifest:
         """data.train[index]'s manifest, cut to its max_length if it has one (logged)."""
