@@ -136,6 +136,7 @@ def generation_config(task: str, settings: dict, where: str) -> GenerationConfig
         "lexicon_penalty": float,
         "word_lm_weight": float,
         "interleave_text": _strict_bool,
+        "advance_penalty": float,
     }
     known = {"text", "semantic", "acoustic", *scalars}
     unknown = sorted(set(settings) - known)

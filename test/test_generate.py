@@ -18,6 +18,7 @@ from opuslm.model.generate import (
     reorder_generated_rows,
     sample,
 )
+from opuslm.model.kv_cache import growing_cache
 from opuslm.model.lm import MultiStreamLM, prefix_attention_mask
 from opuslm.tasks import Example, build_sequence, generation_prompt, num_condition_frames
 from opuslm.vocab import TokenList
@@ -555,15 +556,21 @@ def test_a_wide_beam_finds_the_best_transcript_of_an_exhaustive_search():
     assert narrow != best
 
 
-def test_reordering_the_generated_rows_equals_reordering_the_whole_cache():
+@pytest.mark.parametrize("growing", [False, True])
+def test_reordering_the_generated_rows_equals_reordering_the_whole_cache(growing):
     """Two prompts x 3 hypotheses: the 5 prefill rows are shared within a prompt, the 4 generated
-    rows are not; each parent is a hypothesis of the same prompt."""
+    rows are not; each parent is a hypothesis of the same prompt. The same on transformers'
+    cache and on decoding's (`growing_cache`, whose rows are views of a larger buffer)."""
     torch.manual_seed(0)
     model = tiny_model()
     prefill = torch.randn(2, 4, 5, 8).repeat_interleave(3, dim=0)  # [H, heads, rows, dim]
 
     def cache_of(generated):
-        cache = transformers.DynamicCache(config=model.body.config)
+        cache = (
+            growing_cache(model.body.config, capacity=20)
+            if growing
+            else transformers.DynamicCache(config=model.body.config)
+        )
         for layer in range(model.body.config.num_hidden_layers):
             rows = torch.cat([prefill, generated + layer], dim=2)
             cache.update(rows, -rows, layer)
@@ -686,6 +693,10 @@ def test_interleaved_batched_equals_one_by_one(prefix_lm):
 def test_interleave_text_settings_are_checked():
     with pytest.raises(ValueError, match="interleave_text needs target 'speech'"):
         GenerationConfig(target="text", interleave_text=True)
+    with pytest.raises(ValueError, match="advance_penalty needs interleave_text"):
+        GenerationConfig(target="speech", advance_penalty=0.5)
+    with pytest.raises(ValueError, match="advance_penalty must be finite"):
+        GenerationConfig(target="speech", interleave_text=True, advance_penalty=float("inf"))
     model = tiny_model()
     config = GenerationConfig(target="speech", interleave_text=True)
     with pytest.raises(ValueError, match="prompt 0 holds no transcript"):
@@ -714,8 +725,20 @@ def test_memorised_aligned_example_is_reproduced():
     assert output.tolist() == sequence.frames[len(prompt) : -1].tolist()
 
 
-@pytest.mark.parametrize("sampling", [dict(temperature=0.3), dict(temperature=3.0), dict(top_k=1)])
-def test_sampling_settings_do_not_change_how_long_a_token_is_spoken(sampling):
+@pytest.mark.parametrize(
+    "sampling, penalty, units_per_token",
+    [
+        (dict(temperature=0.3), 0.0, 1.0),
+        (dict(temperature=3.0), 0.0, 1.0),
+        (dict(top_k=1), 0.0, 1.0),
+        # The advance's odds halved (penalty ln 2): two units per token; doubled: half a unit.
+        (dict(temperature=0.3), float(np.log(2)), 2.0),
+        (dict(), -float(np.log(2)), 0.5),
+    ],
+)
+def test_only_the_advance_penalty_changes_how_long_a_token_is_spoken(
+    sampling, penalty, units_per_token
+):
     model = tiny_model(seed=3)
     token_list = model.token_list
     eos, (sem_lo, sem_hi) = token_list.eos_id, token_list.ranges["semantic"]
@@ -737,14 +760,17 @@ def test_sampling_settings_do_not_change_how_long_a_token_is_spoken(sampling):
     config = GenerationConfig(
         target="speech",
         semantic=SamplingConfig(greedy=False, **sampling),
-        max_frames=60,
+        max_frames=200,
         interleave_text=True,
+        advance_penalty=penalty,
     )
     outputs = generate(model, [prompt] * 200, config, seed=0)
+    assert all(len(o) < config.max_frames for o in outputs)  # none cut short
     stream0 = torch.cat([o[:, 0] for o in outputs])
     units = int(((stream0 >= sem_lo) & (stream0 < sem_hi)).sum())
-    # Geometric: one unit per token on average before each advance, whatever the settings.
-    assert abs(units / (200 * tokens) - 1.0) < 0.15
+    # Geometric: on average odds-of-staying units per token before each advance (1 at even
+    # odds), whatever the sampling settings; the penalty scales those odds by exp(penalty).
+    assert abs(units / (200 * tokens) / units_per_token - 1.0) < 0.15
 
 
 def test_interleaved_output_ends_where_the_model_expects_one_more_token():

@@ -138,7 +138,7 @@ def test_parallel_jobs_give_the_single_job_output(tiny: TinyModel, tmp_path: Pat
 def test_interleaved_tts_drops_the_transcript_rows_from_the_audio(
     tiny: TinyModel, model: OpusLM, tmp_path: Path, caplog
 ):
-    decoding = {"interleave_text": True, "max_frames": 40}
+    decoding = {"interleave_text": True, "max_frames": 40, "advance_penalty": 0.5}
     prompt = model.tts_prompt("hello there")
     frames = model.generate("tts", [prompt], decoding, seed=0)[0]
     low, high = model.token_list.ranges["semantic"]
@@ -152,7 +152,7 @@ def test_interleaved_tts_drops_the_transcript_rows_from_the_audio(
     argv += ["--output_dir", str(tmp_path / "out"), "--decode_config", str(decode_config)]
     assert infer.main(argv) == 0
     settings = yaml.safe_load((tmp_path / "out" / "decode_config.yaml").read_text())
-    assert settings["interleave_text"] is True
+    assert settings["interleave_text"] is True and settings["advance_penalty"] == 0.5
     decode_config.write_text("interleave_text: 'yes'\n")
     argv = ["--model_dir", str(tiny.packed_dir), "--task", "tts", "--text", str(tiny.text)]
     argv += ["--output_dir", str(tmp_path / "bad"), "--decode_config", str(decode_config)]

@@ -253,6 +253,7 @@ def write_decode_config(args: argparse.Namespace, decoder: Decoder) -> None:
             settings["word_lm_order"] = config.word_lm.lm.order
     if config.target == "speech":
         settings["interleave_text"] = config.interleave_text
+        settings["advance_penalty"] = config.advance_penalty
     if args.task == "tts":
         settings["prompt"] = "prompt_scp" if args.prompt_scp is not None else "default"
         settings["own_prefix"] = decoder.own_prefix

@@ -19,6 +19,7 @@ reaches generated row k in the same forward.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ import transformers
 
 from opuslm.model.ctc_prefix import CTCPrefixScorer
 from opuslm.model.delay import delay, undelay
+from opuslm.model.kv_cache import GrowingLayer, growing_cache
 from opuslm.model.lexicon import HypothesisStates, Lexicon
 from opuslm.model.lm import MultiStreamLM, StepOutput, prefix_attention_mask
 from opuslm.model.word_lm import WordLMScorer
@@ -98,6 +100,11 @@ class GenerationConfig:
     # mass on all text ids (it says when a token starts, the transcript which one), and eos only
     # once every token has been said.
     interleave_text: bool = False
+    # With interleave_text: nats taken off the log-odds of moving on to the transcript's next
+    # token at every row, so each token is spoken longer (> 0) or shorter (< 0): a speaking-rate
+    # knob. Where the model is unsure (a constant chance of advancing), the mean number of units
+    # per token scales by exp(penalty); rows where it is sure hardly move.
+    advance_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_len_ratio < 0:
@@ -128,6 +135,10 @@ class GenerationConfig:
             raise ValueError(f"word_lm_weight needs target 'text', got {self.target!r}")
         if self.interleave_text and self.target != "speech":
             raise ValueError(f"interleave_text needs target 'speech', got {self.target!r}")
+        if self.advance_penalty != 0 and not self.interleave_text:
+            raise ValueError("advance_penalty needs interleave_text")
+        if not math.isfinite(self.advance_penalty):
+            raise ValueError(f"advance_penalty must be finite, got {self.advance_penalty}")
 
 
 def sample(
@@ -259,7 +270,8 @@ class _RowDecoder:
         unsure which text id comes would otherwise seldom advance), and after the last token on
         every text id and eos (a model that expects one more token is done speaking). The sampling
         settings shape only the choice among the units, so a temperature or top-k does not change
-        how long each token is spoken. Greedy: advance where that probability beats every unit's."""
+        how long each token is spoken; `advance_penalty` does (nats off the advance's log-odds).
+        Greedy: advance where that probability beats every unit's."""
         lo = self.window[0]
         text_lo, text_hi = self.model.token_list.ranges["text"]
         logits = logits.float()
@@ -268,7 +280,7 @@ class _RowDecoder:
         text_mass = logits[:, text_lo - lo : text_hi - lo].logsumexp(-1)  # [B]
         advance = torch.where(
             at_end, torch.logaddexp(text_mass, logits[:, self.eos - lo]), text_mass
-        )
+        ) - self.config.advance_penalty
         if not eos_allowed:
             advance = advance.masked_fill(at_end, float("-inf"))
         units = logits + self.bias_without_eos  # semantic units only
@@ -367,7 +379,7 @@ class _RowDecoder:
         # No grad context may span a yield: it would leak into the caller's code between rows.
         batch, streams, width = len(self.prompt_lengths), self.num_streams, self.width
         max_rows = self.config.max_frames + streams
-        cache = transformers.DynamicCache(config=self.model.body.config)
+        cache = growing_cache(self.model.body.config, width + max_rows)
         step = self._feed(self.delayed_prompt[:, :width], 0, cache)
         stream0_history = torch.full(
             (batch, self.config.max_frames + 1), self.pad, device=self.device
@@ -496,7 +508,7 @@ class _RowDecoder:
         num_hyps = prompts * beam
         lo, hi = self.window
         eos_column = self.eos - lo
-        cache = transformers.DynamicCache(config=self.model.body.config)
+        cache = growing_cache(self.model.body.config, width + config.max_frames + 1)
         step = self._feed(self.delayed_prompt[:, :width], 0, cache)
         if beam > 1:
             step.cache.batch_repeat_interleave(beam)
@@ -606,7 +618,7 @@ def reorder_generated_rows(
     of an ASR beam the prompt's speech is most of the cache, and `reorder_cache` copied it all
     (BENCHMARKS.md, "Beam search: reorder the generated rows only")."""
     for layer in cache.layers:
-        if type(layer) is not transformers.cache_utils.DynamicLayer:
+        if type(layer) not in (transformers.cache_utils.DynamicLayer, GrowingLayer):
             cache.reorder_cache(parent)  # a sliding-window or other layer: keep its own logic
             return
     for layer in cache.layers:
