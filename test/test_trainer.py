@@ -209,14 +209,28 @@ def test_data_errors_before_any_step(tmp_path):
     with pytest.raises(VocabError, match="asr/data.json .*first difference at range of text"):
         Trainer(load_config(config_path, [f"data.token_list={other}"]), out, SINGLE)
 
-    # The tiny corpus's longest sequences have more rows than a 16-row context.
+    # A context that holds the median utterance (T frames run T + S - 2 delayed rows): the
+    # longer ones are refused before any step, with the max_length that drops them.
+    asr = load_config(config_path).data.train[0].path
+    manifest = Manifest.load(asr)
+    most = int(np.median(manifest.lengths()))
+    context = most + manifest.num_streams - 2
     with pytest.raises(
         ManifestError,
-        match=r"asr/data.json \(data.train\[0\]\): \d+ of 24 utterances have more rows than the "
-        r"model's context of 16 .* the longest '.*' \d+; "
-        r"drop them with data.train\[0\].max_length: 16",
+        match=rf"asr/data.json \(data.train\[0\]\): \d+ of 24 utterances have more than {most} "
+        rf"frames, .* context of {context} .* the longest, '.*', has \d+; "
+        rf"drop them with data.train\[0\].max_length: {most}",
     ):
-        Trainer(load_config(config_path, ["model.base.max_position_embeddings=16"]), out, SINGLE)
+        Trainer(
+            load_config(config_path, [f"model.base.max_position_embeddings={context}"]), out, SINGLE
+        )
+    # As advised, and without the valid set (the same utterances): the rest fit.
+    advised = [
+        f"model.base.max_position_embeddings={context}",
+        f"data.train=[{{path: {asr}, max_length: {most}}}]",
+        "data.valid=[]",
+    ]
+    Trainer(load_config(config_path, advised), tmp_path / "fits", SINGLE)
     assert not out.exists()  # nothing was trained, logged or saved
 
 

@@ -333,33 +333,36 @@ class Trainer:
     def _check_context(self) -> None:
         """Refuse a training or validation sequence longer than the model's context.
 
-        Rotary bodies would train on such rows without an error, at positions decoding never
+        An utterance of T frames runs T + S - 2 delayed rows through the body. Rotary bodies
+        would train on rows past the context without an error, at positions decoding never
         reaches (it stops at the context). Raises ManifestError naming the manifest, how many
         utterances are over, the longest, and how to drop them.
         """
         context = self.model.context_length
         if context is None:
             return
+        most_frames = context - (self.model.num_streams - 2)
         for name, dataset in (("data.train", self.dataset), ("data.valid", self.valid_dataset)):
             if dataset is None:
                 continue
             for index, (lengths, uttids, source) in enumerate(
                 zip(dataset.lengths(), dataset.uttids(), dataset.sources())
             ):
-                over = np.flatnonzero(lengths > context)
+                over = np.flatnonzero(lengths > most_frames)
                 if over.size == 0:
                     continue
                 longest = int(over[np.argmax(lengths[over])])
                 drop = (
-                    f"drop them with {name}[{index}].max_length: {context}"
+                    f"drop them with {name}[{index}].max_length: {most_frames}"
                     if name == "data.train"
                     else "leave them out of the set (a lower --max_wav_duration)"
                 )
                 raise ManifestError(
                     f"{source} ({name}[{index}]): {over.size} of {len(lengths)} utterances have "
-                    f"more rows than the model's context of {context} "
-                    f"(max_position_embeddings), the longest '{uttids[longest]}' "
-                    f"{int(lengths[longest])}; {drop}, or raise max_position_embeddings"
+                    f"more than {most_frames} frames, which with the delay's rows fill the "
+                    f"model's context of {context} (max_position_embeddings); the longest, "
+                    f"'{uttids[longest]}', has {int(lengths[longest])}; {drop}, or raise "
+                    "max_position_embeddings"
                 )
 
     def _train_manifest(self, index: int, entry: ManifestWeight) -> Manifest:
