@@ -278,9 +278,10 @@ class _RowDecoder:
         following = self.transcripts.gather(1, self.spoken[:, None])[:, 0]  # [B]
         at_end = following == self.eos
         text_mass = logits[:, text_lo - lo : text_hi - lo].logsumexp(-1)  # [B]
-        advance = torch.where(
-            at_end, torch.logaddexp(text_mass, logits[:, self.eos - lo]), text_mass
-        ) - self.config.advance_penalty
+        advance = (
+            torch.where(at_end, torch.logaddexp(text_mass, logits[:, self.eos - lo]), text_mass)
+            - self.config.advance_penalty
+        )
         if not eos_allowed:
             advance = advance.masked_fill(at_end, float("-inf"))
         units = logits + self.bias_without_eos  # semantic units only
