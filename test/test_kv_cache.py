@@ -16,12 +16,14 @@ def feed(model, cache, rows: torch.Tensor) -> torch.Tensor:
     return hidden
 
 
+@pytest.mark.parametrize("kind", ["llama", "olmo2", "qwen2", "gpt_neox"])
 @pytest.mark.parametrize("capacity", [3, 12, 100])
-def test_growing_cache_decodes_as_the_dynamic_cache(capacity):
+def test_growing_cache_decodes_as_the_dynamic_cache(kind, capacity):
     """A prefill, a beam copy, per-step rows, a beam reorder and a crop: the same hidden states
-    as with transformers' DynamicCache, whether the buffers must grow (capacity 3, 12) or not."""
+    as with transformers' DynamicCache, on each body kind, whether the buffers must grow
+    (capacity 3, 12) or not."""
     torch.manual_seed(0)
-    model = tiny_model().eval()
+    model = tiny_model(kind).eval()
     vocab, streams = len(model.token_list), model.num_streams
     prompt = torch.randint(0, vocab, (2, 5, streams))
     steps = torch.randint(0, vocab, (7, 6, 1, streams))  # 7 steps of 6 hypotheses
