@@ -2,7 +2,7 @@
 # mini_flite: ASR, TTS and a text LM trained on a multi-speaker corpus synthesised offline with
 # Debian's flite voices, on CPU. The stages are in speechlm.sh (see its header).
 #   ./run.sh [--preset demo|smoke] [speechlm.sh options, e.g. --stage 3 --stop_stage 5]
-#   demo   (default) 12,000 training utterances, tiny Llama body: about an hour on 2 CPU cores;
+#   demo   (default) 10,000 training utterances, tiny Llama body: about an hour on 2 CPU cores;
 #          the summary goes to RESULTS.md (committed)
 #   smoke  120 training utterances, a few dozen steps per stage: every stage in a few minutes;
 #          summary in exp/RESULTS_smoke.md
@@ -18,12 +18,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# Sentences per set (text_train takes every sentence the other sets leave: 3,800 for demo)
+# Sentences per set (text_train takes every sentence the other sets leave: 5,800 for demo)
 # and parallel jobs per step (smoke's sets are so small that starting a second job costs more
 # than it saves; flite synthesis in local/data.sh stays parallel).
 case "${preset}" in
   demo)
-    corpus="--num_train 12000 --num_valid 100 --num_test 100 --num_text_test 500"
+    corpus="--num_train 10000 --num_valid 100 --num_test 100 --num_text_test 500"
     nj=$(nproc)
     study=(--study_tts_utts 20 --results_md RESULTS.md)
     inference=(--inference_args "--batch_size 16")
