@@ -291,6 +291,13 @@ class MultiStreamLM(nn.Module):
         value = getattr(self.body.config, "max_position_embeddings", None)
         return None if value is None else int(value)
 
+    @property
+    def frames_within_context(self) -> int | None:
+        """Most frames a training example may have: `forward` runs T frames as T + S - 2
+        delayed rows (all but the last), which must fit the context. None without a context."""
+        context = self.context_length
+        return None if context is None else context - (self.num_streams - 2)
+
     def output_room(self, prompt_rows):
         """Most output frames the context leaves after a prompt of `prompt_rows` rows (an int or
         a tensor [B]): the prompt, then the output with its eos and delay rows (S in all) must

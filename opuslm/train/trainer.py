@@ -333,15 +333,14 @@ class Trainer:
     def _check_context(self) -> None:
         """Refuse a training or validation sequence longer than the model's context.
 
-        An utterance of T frames runs T + S - 2 delayed rows through the body. Rotary bodies
-        would train on rows past the context without an error, at positions decoding never
-        reaches (it stops at the context). Raises ManifestError naming the manifest, how many
-        utterances are over, the longest, and how to drop them.
+        Rotary bodies would train on rows past the context without an error, at positions
+        decoding never reaches (it stops at the context). Raises ManifestError naming the
+        manifest, how many utterances are over, the longest, and how to drop them.
         """
-        context = self.model.context_length
-        if context is None:
+        most_frames = self.model.frames_within_context  # with the delay's rows, the context
+        if most_frames is None:
             return
-        most_frames = context - (self.model.num_streams - 2)
+        context = self.model.context_length
         for name, dataset in (("data.train", self.dataset), ("data.valid", self.valid_dataset)):
             if dataset is None:
                 continue
