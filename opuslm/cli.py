@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"opuslm: unknown command {name!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
+    opuslm.bin.started_as_step()  # no garbage collection while it imports (opuslm/bin/__init__.py)
     module = importlib.import_module(f"opuslm.bin.{name}")
+    opuslm.bin.resume_collection()
     return int(module.main(rest) or 0)
 
 

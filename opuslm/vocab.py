@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from opuslm.fileio import write_text_atomic
 
@@ -270,9 +269,9 @@ class TokenList:
         start = self.ranges["acoustic"][0] + (stream - 1) * self.codebook_size
         return start, start + self.codebook_size
 
-    def modality_ids(self) -> torch.Tensor:
-        """LongTensor [V]: the index into MODALITIES of every id."""
-        out = torch.empty(len(self.tokens), dtype=torch.long)
+    def modality_ids(self) -> np.ndarray:
+        """int64 [V]: the index into MODALITIES of every id."""
+        out = np.empty(len(self.tokens), dtype=np.int64)
         for i, name in enumerate(MODALITIES):
             start, end = self.ranges[name]
             out[start:end] = i

@@ -25,16 +25,27 @@ WORD_SALAD = "weather nice brown please meet will is when we home by meet"
 
 class LengthJudge(AsrJudge):
     """Answers `<length> <pid>` after a pause that is longest for the shortest audio, so the
-    workers finish out of order; raises on audio of length `fail_length`."""
+    workers finish out of order; raises on audio of length `fail_length`.
+
+    meet: a directory where each process's first call waits (up to 30 s) until `processes`
+    processes have arrived, so that every worker of a pool gets work, however fast the first
+    one starts.
+    """
 
     name = "length"
 
-    def __init__(self, fail_length: int = -1) -> None:
+    def __init__(self, fail_length: int = -1, meet: Path | None = None, processes: int = 2):
         self.fail_length = fail_length
+        self.meet, self.processes = meet, processes
 
     def transcribe(self, wav: np.ndarray, sample_rate: int) -> str:
         if len(wav) == self.fail_length:
             raise RuntimeError("model exploded")
+        if self.meet is not None and not (self.meet / str(os.getpid())).exists():
+            (self.meet / str(os.getpid())).touch()
+            deadline = time.monotonic() + 30
+            while len(list(self.meet.iterdir())) < self.processes and time.monotonic() < deadline:
+                time.sleep(0.01)
         time.sleep(0.2 * 1000 / len(wav))
         return f"{len(wav)} {os.getpid()}"
 
@@ -66,11 +77,11 @@ def test_small_sets_are_judged_without_a_pool(lengths_scp, monkeypatch):
     }
 
 
-def test_transcribe_all_keeps_input_order_across_workers(lengths_scp):
+def test_transcribe_all_keeps_input_order_across_workers(lengths_scp, tmp_path):
     sources = {"syn": AudioReader(lengths_scp)}
     items = [("syn", f"utt{i}") for i in (3, 0, 7, 1, 6, 2, 5, 4)]
     local = transcribe_all(LengthJudge(), sources, items, nj=1)
-    pooled = transcribe_all(LengthJudge(), sources, items, nj=2)
+    pooled = transcribe_all(LengthJudge(meet=tmp_path), sources, items, nj=2)
     expected = [1000 * (int(uttid[3:]) + 1) for _, uttid in items]
     assert [t.num_samples for t in pooled] == [t.num_samples for t in local] == expected
     assert [int(t.text.split()[0]) for t in pooled] == expected

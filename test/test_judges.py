@@ -20,16 +20,8 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from opuslm.audio import AudioReader
 from opuslm.bin import score_tts
 from opuslm.eval.asr_scoring import ScoringError, read_kaldi_text
-from opuslm.eval.judges import (
-    AsrJudge,
-    MOSPredictor,
-    PocketsphinxJudge,
-    SpeakerEmbedder,
-    WhisperJudge,
-    cosine_similarity,
-    load_judge,
-    resample,
-)
+from opuslm.eval.hf_judges import MOSPredictor, SpeakerEmbedder, WhisperJudge, cosine_similarity
+from opuslm.eval.judges import AsrJudge, PocketsphinxJudge, load_judge, resample
 from opuslm.eval.normalizer import normalize_english
 from opuslm.eval.tts_scoring import group_samples
 

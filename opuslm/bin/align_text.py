@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from opuslm.alignment import AlignmentError, ctc_forced_align, uniform_starts
 from opuslm.audio import AudioError, AudioReader
+from opuslm.bin import run
 from opuslm.data.ark import ScpTable
 from opuslm.data.datadir import DataDirError
 from opuslm.dump import Dump, DumpError, ShardWriter, fingerprint
@@ -219,4 +219,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
+from opuslm.bin import run
 from opuslm.train import checkpoint as ckpt
 from opuslm.vocab import TokenList
 
@@ -44,4 +44,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from opuslm.bin import run
 from opuslm.data.dataset import ManifestReader, collate
 from opuslm.data.manifest import Manifest, ManifestError
 from opuslm.fileio import write_text_atomic
@@ -161,4 +162,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

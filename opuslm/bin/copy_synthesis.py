@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import jiwer
 from tqdm import tqdm
 
 from opuslm.audio import AudioReader, read_table, write_wav
+from opuslm.bin import run
 from opuslm.dump import write_text_atomic
 from opuslm.eval.judges import AsrJudge, PocketsphinxJudge, transcribe_all
 from opuslm.eval.normalizer import normalize_english
@@ -153,4 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from opuslm.bin import run
 from opuslm.data.dataset import ManifestReader
 from opuslm.data.manifest import Manifest
 from opuslm.fileio import write_text_atomic
@@ -182,4 +183,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
 import torch
 import transformers
 
+from opuslm.bin import run
 from opuslm.fileio import write_directory_atomic
 from opuslm.packing import PackError, load_checkpoint_model
 from opuslm.train.checkpoint import (
@@ -148,4 +148,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

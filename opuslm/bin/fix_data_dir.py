@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from opuslm.bin import run
 from opuslm.data.datadir import DataDirError, fix_data_dir
 
 
@@ -25,4 +26,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

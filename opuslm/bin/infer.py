@@ -15,6 +15,7 @@ import yaml
 from tqdm import tqdm
 
 from opuslm.audio import AudioReader, write_wav
+from opuslm.bin import collection_paused, run
 from opuslm.dump import DumpError, python_module_argv, run_jobs, split_for_job, write_text_atomic
 
 log = logging.getLogger("opuslm.infer")
@@ -143,7 +144,8 @@ class Decoder:
     """Runs one task over batches of utterances and turns outputs into table lines."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from opuslm.api import OpusLM
+        with collection_paused():
+            from opuslm.api import OpusLM
 
         self.args = args
         self.model = OpusLM.from_pretrained(args.model_dir, device=args.device)
@@ -349,4 +351,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

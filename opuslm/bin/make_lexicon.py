@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections import Counter
 from pathlib import Path
 
+from opuslm.bin import run
 from opuslm.data.datadir import DataDirError, read_table
 from opuslm.fileio import write_text_atomic
 from opuslm.model.lexicon import words_of
@@ -86,4 +86,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
+from opuslm.bin import run
 from opuslm.data.manifest import TASK_ENTRIES, ManifestError, build_manifest
 from opuslm.vocab import VocabError
 
@@ -66,4 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
+from opuslm.bin import run
 from opuslm.vocab import DEFAULT_SPECIAL_SLOTS, DEFAULT_TASKS, TokenList
 
 log = logging.getLogger("opuslm.make_token_list")
@@ -69,4 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -37,6 +37,7 @@ from pathlib import Path
 import soundfile
 from tqdm import tqdm
 
+from opuslm.bin import run
 from opuslm.data.datadir import fix_data_dir, write_table
 from opuslm.dump import atomic_path
 
@@ -339,4 +340,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from opuslm.bin import run
 from opuslm.data.datadir import fix_data_dir, write_table
 
 DEFAULT_SUBSETS = (
@@ -90,4 +91,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
+from opuslm.bin import run
 from opuslm.dump import write_text_atomic
 from opuslm.eval.asr_scoring import ScoringError
 from opuslm.eval.results import find_scores, format_results
@@ -43,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

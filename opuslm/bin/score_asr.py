@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
+from opuslm.bin import run
 from opuslm.eval.asr_scoring import (
     ScoringError,
     format_report,
@@ -56,4 +56,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -6,9 +6,9 @@ import argparse
 import hashlib
 import json
 import logging
-import sys
 from pathlib import Path
 
+from opuslm.bin import collection_paused, run
 from opuslm.dump import write_text_atomic
 from opuslm.eval.text_scoring import (
     HFTokenScorer,
@@ -27,8 +27,8 @@ def load_scorer(args: argparse.Namespace):
     from opuslm.tokenizers.text import load_text_tokenizer
 
     if args.model_dir is not None:
-        from opuslm.packing import TEXT_TOKENIZER, load_packed
-
+        with collection_paused():
+            from opuslm.packing import TEXT_TOKENIZER, load_packed
         packed = load_packed(args.model_dir, args.device)
         tokenizer_dir = args.model_dir / TEXT_TOKENIZER
         return OpusLMTokenScorer(packed.model), packed.text_tokenizer, args.model_dir, tokenizer_dir
@@ -106,4 +106,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

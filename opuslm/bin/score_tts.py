@@ -6,20 +6,13 @@ import argparse
 import hashlib
 import json
 import logging
-import sys
 from pathlib import Path
 
 from opuslm.audio import AudioError, AudioReader
+from opuslm.bin import run
 from opuslm.dump import write_text_atomic
 from opuslm.eval.asr_scoring import ScoringError, format_report, read_kaldi_text
-from opuslm.eval.judges import (
-    JUDGES,
-    JudgeError,
-    MOSPredictor,
-    SpeakerEmbedder,
-    Transcript,
-    load_judge,
-)
+from opuslm.eval.judges import JUDGES, JudgeError, Transcript, load_judge
 from opuslm.eval.normalizer import DEFAULT_NORMALIZER, NORMALIZERS
 from opuslm.eval.tts_scoring import TtsScore, score_tts
 
@@ -136,8 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         cached = load_ref_cache(args.ref_judge_cache, cache_key) if cache_key else {}
         if cached:
             logger.info("%d reference transcripts from %s", len(cached), args.ref_judge_cache)
-        speaker = SpeakerEmbedder(args.spk_model_dir, args.device) if args.spk_model_dir else None
-        mos = MOSPredictor(args.mos_model_dir, args.device) if args.mos_model_dir else None
+        speaker = mos = None
+        if args.spk_model_dir or args.mos_model_dir:
+            from opuslm.eval.hf_judges import MOSPredictor, SpeakerEmbedder
+
+            if args.spk_model_dir:
+                speaker = SpeakerEmbedder(args.spk_model_dir, args.device)
+            if args.mos_model_dir:
+                mos = MOSPredictor(args.mos_model_dir, args.device)
         score = score_tts(
             refs,
             ref_audio,
@@ -183,4 +182,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

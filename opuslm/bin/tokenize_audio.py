@@ -14,6 +14,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from opuslm.audio import AudioError, AudioReader
+from opuslm.bin import run
 from opuslm.data.datadir import DataDirError
 from opuslm.dump import Dump, DumpError, ShardWriter, fingerprint, split_for_job
 from opuslm.tokenizers.acoustic import Codec, CodecError, load_codec
@@ -141,4 +142,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from opuslm.bin import run
 from opuslm.data.datadir import DataDirError, read_table
 from opuslm.dump import Dump, DumpError, ShardWriter, fingerprint, split_for_job
 from opuslm.tokenizers.text import TextTokenizer, TextTokenizerError, load_text_tokenizer
@@ -114,4 +115,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
+from opuslm.bin import run
 from opuslm.train.config import load_config
 from opuslm.train.distributed import init_distributed, shutdown
 from opuslm.train.trainer import Trainer
@@ -46,4 +46,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import yaml
 from tqdm import tqdm
 
 from opuslm.audio import AudioReader
+from opuslm.bin import run
 from opuslm.tokenizers.acoustic import train_codec
 
 logger = logging.getLogger("opuslm.train_codec")
@@ -68,4 +68,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from opuslm.audio import AudioError, AudioReader
+from opuslm.bin import run
 from opuslm.data.datadir import DataDirError, read_table
 from opuslm.tokenizers.semantic import (
     ESPnetSSLFeatures,
@@ -171,4 +171,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Iterator
 
+from opuslm.bin import run
 from opuslm.tokenizers.text import TextTokenizerError, train_sentencepiece
 
 log = logging.getLogger("opuslm.train_text_tokenizer")
@@ -50,4 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from opuslm.bin import run
 from opuslm.data.datadir import DEFAULT_REQUIRED, DataDirError, validate_data_dir
 
 
@@ -44,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

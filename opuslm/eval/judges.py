@@ -6,11 +6,12 @@ rate its model expects. ASR judges share one interface, `transcribe(wav, sample_
 
 - `PocketsphinxJudge`: the offline default; pocketsphinx 5 ships its US-English acoustic model,
   dictionary and language model inside the PyPI package.
-- `WhisperJudge`: any Whisper checkpoint in a local Hugging Face directory.
+- `WhisperJudge` (`opuslm.eval.hf_judges`): any Whisper checkpoint in a local Hugging Face
+  directory.
 
-`SpeakerEmbedder` (WavLM-style x-vector models, or mean-pooled hidden states of any audio encoder)
-and `MOSPredictor` (an audio model with a one-output regression head) also load from local
-Hugging Face directories; nothing here downloads anything.
+The judges that are Hugging Face models, with the speaker embedder and the MOS predictor, live in
+`opuslm.eval.hf_judges`, so that scoring with pocketsphinx never imports torch or transformers
+(seconds of every scoring step's start-up).
 
 `transcribe_all` runs an ASR judge over many utterances, in `nj` worker processes when asked
 (pocketsphinx decodes on one core, so judging is the slow part of TTS scoring on a CPU).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -30,14 +32,13 @@ from typing import Protocol
 
 import numpy as np
 import soxr
-import torch
-import transformers
 from tqdm import tqdm
 
 JUDGES = ("pocketsphinx", "whisper")
-# A worker pool costs about 3 s to start (the forkserver imports torch, each worker builds its
-# judge): about 8 pocketsphinx transcripts. Fewer items than this per worker run with fewer
-# workers (one: no pool), so small sets (the smoke recipe, a few test utterances) stay fast.
+# A worker pool costs about 3 s to start (the forkserver imports the judge's module, each
+# worker builds its judge): about 8 pocketsphinx transcripts. Fewer items than this per worker
+# run with fewer workers (one: no pool), so small sets (the smoke recipe, a few test
+# utterances) stay fast.
 MIN_ITEMS_PER_WORKER = 16
 
 
@@ -105,80 +106,6 @@ class PocketsphinxJudge(AsrJudge):
         return "" if hypothesis is None else hypothesis.hypstr
 
 
-def _load_pretrained(model_class: type, model_dir: str | os.PathLike, what: str):
-    """`model_class.from_pretrained(model_dir)` from local files only, with a clear error."""
-    try:
-        return model_class.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot load the {what} from local directory {model_dir}: {e}") from e
-
-
-class WhisperJudge(AsrJudge):
-    """A Whisper model (`WhisperForConditionalGeneration` + `WhisperProcessor`) from a local dir.
-
-    language: forced for multilingual checkpoints (English-only ones have no language token).
-    """
-
-    name = "whisper"
-
-    def __init__(
-        self,
-        model_dir: str | os.PathLike,
-        device: str = "cpu",
-        batch_size: int = 8,
-        language: str = "en",
-        max_new_tokens: int = 128,
-    ) -> None:
-        self.init_args = (model_dir, device, batch_size, language, max_new_tokens)
-        self.processor = _load_pretrained(
-            transformers.WhisperProcessor, model_dir, "Whisper processor"
-        )
-        self.model = _load_pretrained(
-            transformers.WhisperForConditionalGeneration, model_dir, "Whisper model"
-        )
-        self.model.to(device).eval()
-        self.device = device
-        self.batch_size = batch_size
-        # Whisper refuses prompt + new tokens beyond its decoder positions; the prompt is at most
-        # 4 tokens (start, language, task, no-timestamps).
-        self.max_new_tokens = min(max_new_tokens, self.model.config.max_target_positions - 4)
-        self.sample_rate = self.processor.feature_extractor.sampling_rate
-        multilingual = getattr(self.model.generation_config, "lang_to_id", None)
-        self.generate_options = {"language": language, "task": "transcribe"} if multilingual else {}
-
-    def __reduce__(self):
-        # A worker process loads the model from its directory rather than unpickling weights.
-        return WhisperJudge, self.init_args
-
-    def transcribe(self, wav: np.ndarray, sample_rate: int) -> str:
-        return self.transcribe_batch([wav], sample_rate)[0]
-
-    @torch.inference_mode()
-    def transcribe_batch(self, wavs: Sequence[np.ndarray], sample_rate: int) -> list[str]:
-        transcripts = []
-        for start in range(0, len(wavs), self.batch_size):
-            chunk = [
-                resample(w, sample_rate, self.sample_rate)
-                for w in wavs[start : start + self.batch_size]
-            ]
-            # Whisper pads every input to 30 s, so batching does not change any transcript.
-            features = self.processor.feature_extractor(
-                chunk,
-                sampling_rate=self.sample_rate,
-                return_tensors="pt",
-                return_attention_mask=True,
-            )
-            token_ids = self.model.generate(
-                features.input_features.to(self.device),
-                attention_mask=features.attention_mask.to(self.device),
-                max_new_tokens=self.max_new_tokens,
-                **self.generate_options,
-            )
-            decoded = self.processor.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
-            transcripts += [text.strip() for text in decoded]
-        return transcripts
-
-
 def load_judge(
     name: str, model_dir: str | os.PathLike | None = None, device: str = "cpu"
 ) -> AsrJudge:
@@ -188,6 +115,8 @@ def load_judge(
     if name == "whisper":
         if model_dir is None:
             raise ValueError("the whisper judge needs a local model directory (--judge_dir)")
+        from opuslm.eval.hf_judges import WhisperJudge
+
         return WhisperJudge(model_dir, device=device)
     raise ValueError(f"unknown judge {name!r}; choose one of {', '.join(JUDGES)}")
 
@@ -265,9 +194,10 @@ def _map_chunks(
     # forkserver, not fork, although fork starts fastest (to the first result of 2 workers on
     # 2 cores: fork 0.3 s, forkserver 2.8 s, spawn 6-9 s): the caller may have run torch (a
     # codec) with OpenMP threads or CUDA, neither of which survives a fork. Preloading this
-    # module makes each worker a fork of a server that has imported torch once.
+    # module and the judge's makes each worker a fork of a server that has imported them (torch,
+    # for a Hugging Face judge) once.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload(sorted({__name__, type(judge).__module__} - {"__main__"}))
     with ProcessPoolExecutor(
         nj, context, initializer=_start_worker, initargs=(judge, dict(sources))
     ) as pool:
@@ -303,98 +233,13 @@ _worker_state: dict[str, object] = {}
 
 
 def _start_worker(judge: AsrJudge, sources: dict[str, WaveformSource]) -> None:
-    # nj workers share the cores: more threads each would only oversubscribe them.
-    torch.set_num_threads(1)
+    # nj workers share the cores: more threads each would only oversubscribe them (torch is
+    # there only when the judge is a torch model).
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
     _worker_state.update(judge=judge, sources=sources)
 
 
 def _transcribe_in_worker(chunk: Sequence[tuple[str, str]]) -> list[Transcript]:
     return _transcribe_chunk(_worker_state["judge"], _worker_state["sources"], chunk)
-
-
-class _AudioModel:
-    """A Hugging Face audio model with its feature extractor, fed one waveform at a time.
-
-    One at a time on purpose: encoders without attention masks (wav2vec2-base style) would see
-    the zero padding of a batch and give different outputs.
-    """
-
-    def __init__(self, model_dir: str | os.PathLike, model_class: type, what: str, device: str):
-        self.feature_extractor = _load_pretrained(
-            transformers.AutoFeatureExtractor, model_dir, f"{what} feature extractor"
-        )
-        self.model = _load_pretrained(model_class, model_dir, what)
-        self.model.to(device).eval()
-        self.device = device
-        self.sample_rate = self.feature_extractor.sampling_rate
-
-    @torch.inference_mode()
-    def forward(self, wav: np.ndarray, sample_rate: int):
-        inputs = self.feature_extractor(
-            resample(wav, sample_rate, self.sample_rate),
-            sampling_rate=self.sample_rate,
-            return_tensors="pt",
-        )
-        return self.model(**{k: v.to(self.device) for k, v in inputs.items()})
-
-
-class SpeakerEmbedder:
-    """Speaker embeddings from a local HF directory, compared by cosine similarity.
-
-    An x-vector head (`WavLMForXVector`, `Wav2Vec2ForXVector`, ...) is used when the checkpoint
-    has one; any other audio encoder is mean-pooled over time.
-    """
-
-    def __init__(self, model_dir: str | os.PathLike, device: str = "cpu") -> None:
-        config = _load_pretrained(transformers.AutoConfig, model_dir, "speaker model config")
-        self.has_xvector_head = any(
-            arch.endswith("ForXVector") for arch in (config.architectures or [])
-        )
-        model_class = (
-            transformers.AutoModelForAudioXVector
-            if self.has_xvector_head
-            else transformers.AutoModel
-        )
-        self.audio_model = _AudioModel(model_dir, model_class, "speaker model", device)
-
-    def embed(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
-        """float32 [D] embedding of one waveform [N]."""
-        outputs = self.audio_model.forward(wav, sample_rate)
-        if self.has_xvector_head:
-            embedding = outputs.embeddings[0]
-        else:
-            embedding = outputs.last_hidden_state[0].mean(dim=0)
-        return embedding.float().cpu().numpy()
-
-    def similarity(self, wav_a: np.ndarray, wav_b: np.ndarray, sample_rate: int) -> float:
-        """Cosine similarity in [-1, 1] of the speaker embeddings of two waveforms."""
-        return cosine_similarity(self.embed(wav_a, sample_rate), self.embed(wav_b, sample_rate))
-
-
-def cosine_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Cosine of the angle between two vectors [D] (0 when either is all zeros)."""
-    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
-    return float(np.dot(a, b) / norms) if norms > 0 else 0.0
-
-
-class MOSPredictor:
-    """A MOS predictor: a local HF audio model whose classification head has a single output.
-
-    Any checkpoint loadable by `AutoModelForAudioClassification` with `num_labels=1` plugs in
-    (e.g. a wav2vec2/WavLM encoder fine-tuned as a MOS regressor).
-    """
-
-    def __init__(self, model_dir: str | os.PathLike, device: str = "cpu") -> None:
-        self.audio_model = _AudioModel(
-            model_dir, transformers.AutoModelForAudioClassification, "MOS model", device
-        )
-        num_labels = self.audio_model.model.config.num_labels
-        if num_labels != 1:
-            raise ValueError(
-                f"MOS model in {model_dir} has {num_labels} outputs; a MOS predictor needs a "
-                f"regression head with exactly one (num_labels=1)"
-            )
-
-    def predict(self, wav: np.ndarray, sample_rate: int) -> float:
-        """The predicted MOS of one waveform [N]."""
-        return float(self.audio_model.forward(wav, sample_rate).logits[0, 0])

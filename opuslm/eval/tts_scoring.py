@@ -20,21 +20,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import jiwer
 import numpy as np
 from tqdm import tqdm
 
 from opuslm.eval.asr_scoring import AsrScore, ScoringError, format_ids, score_texts
-from opuslm.eval.judges import (
-    AsrJudge,
-    MOSPredictor,
-    SpeakerEmbedder,
-    Transcript,
-    WaveformSource,
-    transcribe_all,
-)
+from opuslm.eval.judges import AsrJudge, Transcript, WaveformSource, transcribe_all
 from opuslm.eval.normalizer import get_normalizer
+
+if TYPE_CHECKING:  # torch and transformers come with them: imported by whoever builds them
+    from opuslm.eval.hf_judges import MOSPredictor, SpeakerEmbedder
 
 SAMPLE_KEY = re.compile(r"^(?P<uttid>.+)_sample(?P<index>\d+)$")
 

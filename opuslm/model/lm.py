@@ -132,7 +132,7 @@ class MultiStreamLM(nn.Module):
                 f"the body has {rows} embedding rows, but the token list has "
                 f"{token_list.size('text')} text ids and {len(token_list)} ids in all"
             )
-        modality_ids = token_list.modality_ids()
+        modality_ids = torch.from_numpy(token_list.modality_ids())
         weights = torch.tensor([self.loss_weights[m] for m in MODALITIES])
         # Per-id lookups used by the loss; derived from the token list, so not saved.
         self.register_buffer("modality_ids", modality_ids, persistent=False)
