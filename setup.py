@@ -44,6 +44,8 @@ install_requires = [
     "whisper-normalizer>=0.1.15",
     # Offline ASR judge for TTS scoring; ships its own English model.
     "pocketsphinx>=5.0",
+    # Bootstrap intervals of error rates (scipy.stats.bootstrap's `rng`) and the MFCC's DCT.
+    "scipy>=1.15",
 ]
 
 extras_require = {

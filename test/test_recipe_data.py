@@ -281,8 +281,15 @@ def check_results_table(results: str) -> None:
                 cells = cells[:1]  # seconds; then the date
             if heading == "Does the model use its condition?":
                 cells = cells[:3]  # CE own, CE other, gain; the smoke preset has no TTS CTC
+            if heading == "ASR":  # WER, its bootstrap interval "low-high", CER, #utts
+                low, high = map(float, cells[1].split("-"))
+                assert low <= float(cells[0]) <= high, cells
+                cells = cells[:1] + cells[2:]
             for cell in cells:
                 float(cell)  # every figure parses
+    study = results.split("## Annealing study", 1)[1]
+    for other in ("pre-training checkpoint", "constant-LR continuation"):
+        assert f"- annealed minus {other}, ASR WER on test (8 utterances): " in study
     assert "./speechlm.sh --local_data_opts" in results.split("## Commands", 1)[1]
     assert "cores usable" in results.split("## Environment", 1)[1]
 

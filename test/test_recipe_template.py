@@ -215,19 +215,23 @@ def test_make_results_shows_missing_figures_as_dashes_and_names_them(tmp_path):
     result = run_make_results(tmp_path)
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "R.md").read_text()
-    assert "| test | m | 12.50 | 4.25 | 3 |" in text
+    assert "| test | m | 12.50 | - | 4.25 | 3 |" in text  # a score.json from before intervals
     assert "| test | reference audio | - | - | - | - | - |" in text
     assert "| 1 | data preparation | 5 | 2026-01-01T00:01:00 |" in text  # the latest run
     assert "./run.sh --stage 1\n```" in text
     assert "exp/m/decode_tts_test/score.json is missing" in result.stderr
     assert "use its condition" not in text  # no gain measured: no section
 
+    (model / "score.json").write_text(
+        '{"task": "asr", "wer": 12.5, "cer": 4.25, "num_utts": 3, "wer_interval_95": [10, 15.25]}'
+    )
     gains = tmp_path / "exp" / "m" / "condition_gain"
     gains.mkdir()
     (gains / "tts_test.json").write_text('{"ce_own": 2.7761, "ce_other": 2.7792, "gain": 0.0031}')
     assert run_make_results(tmp_path).returncode == 0
     text = (tmp_path / "R.md").read_text()
     assert "| test | tts | 2.776 | 2.779 | 0.003 | - | text / frame |" in text
+    assert "| test | m | 12.50 | 10.00-15.25 | 4.25 | 3 |" in text
     assert "| test | asr |" not in text.split("use its condition?", 1)[1]  # not measured
 
 

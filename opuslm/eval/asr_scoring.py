@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jiwer
 
+from opuslm.eval.bootstrap import error_rate_interval
 from opuslm.eval.normalizer import get_normalizer
 
 
@@ -150,7 +151,16 @@ class AsrScore:
             "ins": round(self.words.percent(self.words.insertions), 4),
             "num_missing_hyps": len(self.missing),
             "normalizer": self.normalizer,
+            # What the draw of these utterances leaves open (opuslm.eval.bootstrap).
+            "wer_interval_95": [round(x, 2) for x in self.wer_interval()],
         }
+
+    def wer_interval(self) -> tuple[float, float]:
+        """95% bootstrap interval of the WER over the utterances (percent)."""
+        return error_rate_interval(
+            [u.words.num_errors for u in self.utterances],
+            [u.words.num_ref for u in self.utterances],
+        )
 
 
 def _aligned_lines(ref_words: list[str], hyp_words: list[str], chunks) -> tuple[str, str]:

@@ -105,6 +105,9 @@ class TtsScore:
             "num_utts": len(self.utterances),
             "num_missing_syn": len(self.synthesized.missing),
             "normalizer": self.synthesized.normalizer,
+            # 95% bootstrap intervals over the utterances (opuslm.eval.bootstrap).
+            "wer_interval_95": [round(x, 2) for x in self.synthesized.wer_interval()],
+            "ref_wer_interval_95": [round(x, 2) for x in self.reference.wer_interval()],
         }
         if self.best_of_n is not None:
             result["best_of_n"] = self.best_of_n

@@ -71,11 +71,70 @@ def asr_section(s: Summary, model: Path, test_sets: list[str]) -> list[str]:
                 test_set,
                 model.name,
                 s.cell(score.get("wer")),
+                interval_cell(s, score.get("wer_interval_95")),
                 s.cell(score.get("cer")),
                 str(score.get("num_utts", MISSING)),
             ]
         )
-    return ["## ASR", "", *table(["test set", "model", "WER %", "CER %", "#utts"], rows)]
+    headers = ["test set", "model", "WER %", "WER 95% interval", "CER %", "#utts"]
+    return [
+        "## ASR",
+        "",
+        "The interval is a bootstrap over the test utterances (`opuslm.eval.bootstrap`): what the "
+        "draw of these utterances leaves open.",
+        "",
+        *table(headers, rows),
+    ]
+
+
+def interval_cell(s: Summary, interval: object) -> str:
+    if not isinstance(interval, list) or len(interval) != 2:
+        return MISSING
+    return f"{s.cell(interval[0])}-{s.cell(interval[1])}"
+
+
+def paired_asr_lines(runs: list[tuple[str, Path]], test_sets: list[str]) -> list[str]:
+    """The annealed model's WER minus each other run's on the same utterances, with a paired
+    bootstrap interval, from the decodings' transcripts and dump/raw/<set>/text."""
+    # The library, only here: the rest of the summary needs nothing but the score.json files.
+    from opuslm.eval.asr_scoring import ScoringError, pair_texts, read_kaldi_text, score_texts
+    from opuslm.eval.bootstrap import difference_interval
+
+    annealed, others = runs[-1][1], runs[:-1]  # the annealed run is the last
+    lines = []
+    for test_set in test_sets:
+        ref_path = Path("dump") / "raw" / test_set / "text"
+        counts = {}
+        for _, run in runs:
+            hyp_path = decode_dir(run, "asr", test_set) / "text"
+            try:
+                refs = read_kaldi_text(ref_path)
+                hyps, missing = pair_texts(refs, read_kaldi_text(hyp_path))
+                score = score_texts(list(refs), list(refs.values()), hyps, missing=missing)
+            except (OSError, ScoringError) as e:
+                print(f"make_results.py: WARNING: no paired ASR comparison: {e}", file=sys.stderr)
+                return []
+            counts[run] = (
+                [u.words.num_errors for u in score.utterances],
+                [u.words.num_ref for u in score.utterances],
+            )
+        errors, words = counts[annealed]
+        for label, run in others:
+            low, high = difference_interval(errors, counts[run][0], words)
+            difference = 100 * (sum(errors) - sum(counts[run][0])) / sum(words)
+            lines.append(
+                f"- annealed minus {label}, ASR WER on {test_set} ({len(words)} utterances): "
+                f"{difference:+.2f} points, 95% interval {low:+.2f} to {high:+.2f}"
+            )
+    if not lines:
+        return []
+    return [
+        "Paired bootstrap over the test utterances (`opuslm.eval.bootstrap`): an interval that "
+        "excludes 0 is a difference beyond the draw of the utterances.",
+        "",
+        *lines,
+        "",
+    ]
 
 
 def tts_section(s: Summary, model: Path, test_sets: list[str]) -> list[str]:
@@ -262,6 +321,7 @@ def study_section(
         "last validation, from train.log.jsonl; `last lr` is the last logged learning rate.",
         "",
         *table(headers, rows),
+        *paired_asr_lines(runs, test_sets),
     ]
 
 
