@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
-from bench_decode import MINI  # noqa: E402
-from bench_decode import SENTENCES as SPOKEN
+import bench_decode  # noqa: E402
 from tiny_model import build_tiny_model  # noqa: E402
 
 SENTENCES = [
@@ -70,8 +69,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         voices = ("slt", "rms", "awb", "kal16")
-        spoken = {f"utt{i}": (voices[i % 4], text) for i, text in enumerate(SPOKEN)}
-        tiny = build_tiny_model(root / "model", dataclasses.replace(MINI, utterances=spoken))
+        sentences = bench_decode.SENTENCES
+        spoken = {f"utt{i}": (voices[i % 4], text) for i, text in enumerate(sentences)}
+        spec = dataclasses.replace(bench_decode.MINI, utterances=spoken)
+        tiny = build_tiny_model(root / "model", spec)
         text = root / "text.txt"
         text.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
         steps = {

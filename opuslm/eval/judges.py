@@ -1,4 +1,4 @@
-"""Models that judge synthesised speech: ASR judges, a speaker embedder and a MOS predictor.
+"""ASR judges of synthesised speech, and running one over many utterances in parallel.
 
 Every judge takes mono float32 waveforms `[N]` in [-1, 1] at any sample rate and resamples to the
 rate its model expects. ASR judges share one interface, `transcribe(wav, sample_rate) -> str` and
