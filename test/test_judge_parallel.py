@@ -5,49 +5,22 @@ utterance."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from length_judge import LengthJudge
 from test_judges import SENTENCES, flite_wav
 
 from opuslm.audio import AudioError, AudioReader
 from opuslm.bin import score_tts
 from opuslm.eval import judges
-from opuslm.eval.judges import AsrJudge, JudgeError, PocketsphinxJudge, transcribe_all
+from opuslm.eval.judges import JudgeError, PocketsphinxJudge, transcribe_all
 
 # Words without a sentence: pocketsphinx's language model helps little, so its transcript is
 # the first to change with anything else that changes.
 WORD_SALAD = "weather nice brown please meet will is when we home by meet"
-
-
-class LengthJudge(AsrJudge):
-    """Answers `<length> <pid>` after a pause that is longest for the shortest audio, so the
-    workers finish out of order; raises on audio of length `fail_length`.
-
-    meet: a directory where each process's first call waits (up to 30 s) until `processes`
-    processes have arrived, so that every worker of a pool gets work, however fast the first
-    one starts.
-    """
-
-    name = "length"
-
-    def __init__(self, fail_length: int = -1, meet: Path | None = None, processes: int = 2):
-        self.fail_length = fail_length
-        self.meet, self.processes = meet, processes
-
-    def transcribe(self, wav: np.ndarray, sample_rate: int) -> str:
-        if len(wav) == self.fail_length:
-            raise RuntimeError("model exploded")
-        if self.meet is not None and not (self.meet / str(os.getpid())).exists():
-            (self.meet / str(os.getpid())).touch()
-            deadline = time.monotonic() + 30
-            while len(list(self.meet.iterdir())) < self.processes and time.monotonic() < deadline:
-                time.sleep(0.01)
-        time.sleep(0.2 * 1000 / len(wav))
-        return f"{len(wav)} {os.getpid()}"
 
 
 @pytest.fixture(scope="module")

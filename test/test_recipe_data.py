@@ -192,7 +192,7 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
     model = exp / "speechlm_smoke_anneal"
     for task in ("asr", "tts"):
         score = json.loads((model / f"decode_{task}_test" / "score.json").read_text())
-        assert score["num_utts"] == 8
+        assert score["num_utts"] == 4
     # conf/smoke/decode.yaml's joint CTC / LM beam search reached stage 9's decoding.
     settings = (model / "decode_asr_test" / "decode_config.yaml").read_text().splitlines()
     assert {"beam_size: 2", "ctc_weight: 0.5", "lexicon_penalty: 2.0"} <= set(settings)
@@ -217,7 +217,7 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
     assert (model / "packed" / "model.safetensors").is_file()
     assert (exp / "base_lm_smoke" / "hf" / "model.safetensors").is_file()
     copy = json.loads((model / "copy_synthesis_test" / "score.json").read_text())
-    assert copy["num_utts"] == 8 and copy["test_set"] == "test"
+    assert copy["num_utts"] == 4 and copy["test_set"] == "test"
     # The study's control keeps the anneal config's learning rate; annealing decays it to 0.
     lrs = {
         run: [r["lr"] for r in map(json.loads, open(exp / run / "train.log.jsonl")) if "lr" in r]
@@ -233,8 +233,8 @@ def test_mini_flite_smoke_preset_runs_every_stage(tmp_path):
     # The reference audio was judged once per utterance and reused by every model and subset.
     assert len(ref_wers) == 1
     cached = json.loads((exp / "judge_ref_transcripts" / "test.json").read_text())
-    assert len(cached["utts"]) == 8
-    assert "8 reference transcripts from exp/judge_ref_transcripts/test.json" in result.stderr
+    assert len(cached["utts"]) == 4
+    assert "4 reference transcripts from exp/judge_ref_transcripts/test.json" in result.stderr
     timings = (exp / "timings_smoke.tsv").read_text().splitlines()
     assert [line.split("\t")[1] for line in timings] == [str(n) for n in range(1, 12)]
     check_results_table((exp / "RESULTS_smoke.md").read_text())
@@ -289,7 +289,7 @@ def check_results_table(results: str) -> None:
                 float(cell)  # every figure parses
     study = results.split("## Annealing study", 1)[1]
     for other in ("pre-training checkpoint", "constant-LR continuation"):
-        assert f"- annealed minus {other}, ASR WER on test (8 utterances): " in study
+        assert f"- annealed minus {other}, ASR WER on test (4 utterances): " in study
     assert "./speechlm.sh --local_data_opts" in results.split("## Commands", 1)[1]
     assert "cores usable" in results.split("## Environment", 1)[1]
 

@@ -29,9 +29,9 @@ case "${preset}" in
     inference=(--inference_args "--batch_size 16")
     ;;
   smoke)
-    corpus="--num_train 120 --num_valid 8 --num_test 8 --num_text_test 20 --num_text_train 400"
+    corpus="--num_train 120 --num_valid 8 --num_test 4 --num_text_test 20 --num_text_train 400"
     nj=1
-    # A quarter of the test set: the study's shorter TTS path is exercised too.
+    # Half the test set: the study's shorter TTS path is exercised too.
     study=(--study_tts_utts 2)
     inference=()
     ;;
