@@ -235,6 +235,9 @@ def test_data_errors_before_any_step(tmp_path):
 
 
 # ----------------------------------------------------------------------------- kill -9 resume
+# About 20 s: under `make bench`. The default suite kills training inside every write in-process
+# and checks the same bit-identical resume (robustness/test_faults.py).
+@pytest.mark.slow
 def test_kill_9_then_resume_is_bit_identical(tmp_path):
     config_path = make_experiment(
         tmp_path,
