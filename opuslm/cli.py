@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     opuslm.bin.started_as_step()  # no garbage collection while it imports (opuslm/bin/__init__.py)
     module = importlib.import_module(f"opuslm.bin.{name}")
     opuslm.bin.resume_collection()
-    return int(module.main(rest) or 0)
+    status = int(module.main(rest) or 0)
+    opuslm.bin.step_finished()
+    return status
 
 
 if __name__ == "__main__":

@@ -155,12 +155,16 @@ class AsrScore:
             "wer_interval_95": [round(x, 2) for x in self.wer_interval()],
         }
 
-    def wer_interval(self) -> tuple[float, float]:
-        """95% bootstrap interval of the WER over the utterances (percent)."""
-        return error_rate_interval(
+    def word_counts(self) -> tuple[list[int], list[int]]:
+        """Word errors [U] and reference words [U] of each utterance."""
+        return (
             [u.words.num_errors for u in self.utterances],
             [u.words.num_ref for u in self.utterances],
         )
+
+    def wer_interval(self) -> tuple[float, float]:
+        """95% bootstrap interval of the WER over the utterances (percent)."""
+        return error_rate_interval(*self.word_counts())
 
 
 def _aligned_lines(ref_words: list[str], hyp_words: list[str], chunks) -> tuple[str, str]:

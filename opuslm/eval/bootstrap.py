@@ -25,11 +25,9 @@ RESAMPLES = 2000
 def _interval(statistic, samples: tuple[np.ndarray, ...], seed: int) -> tuple[float, float]:
     from scipy.stats import bootstrap  # scipy.stats costs a second to import: only when used
 
-    value = statistic(*samples, axis=-1)
-    # Every resample gives the same rate when every utterance has it (e.g. all correct): the
-    # interval is that point (scipy would warn and give NaN).
-    if all(len(np.unique(s)) <= 1 for s in samples) or samples[0].size < 2:
-        return float(value), float(value)
+    if samples[0].size < 2:  # one utterance: nothing to resample (scipy refuses it)
+        value = float(statistic(*samples, axis=-1))
+        return value, value
     result = bootstrap(
         samples,
         statistic,

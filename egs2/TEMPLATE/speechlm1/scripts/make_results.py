@@ -103,21 +103,17 @@ def paired_asr_lines(runs: list[tuple[str, Path]], test_sets: list[str]) -> list
     annealed, others = runs[-1][1], runs[:-1]  # the annealed run is the last
     lines = []
     for test_set in test_sets:
-        ref_path = Path("dump") / "raw" / test_set / "text"
         counts = {}
-        for _, run in runs:
-            hyp_path = decode_dir(run, "asr", test_set) / "text"
-            try:
-                refs = read_kaldi_text(ref_path)
+        try:
+            refs = read_kaldi_text(Path("dump") / "raw" / test_set / "text")
+            for _, run in runs:
+                hyp_path = decode_dir(run, "asr", test_set) / "text"
                 hyps, missing = pair_texts(refs, read_kaldi_text(hyp_path))
                 score = score_texts(list(refs), list(refs.values()), hyps, missing=missing)
-            except (OSError, ScoringError) as e:
-                print(f"make_results.py: WARNING: no paired ASR comparison: {e}", file=sys.stderr)
-                return []
-            counts[run] = (
-                [u.words.num_errors for u in score.utterances],
-                [u.words.num_ref for u in score.utterances],
-            )
+                counts[run] = score.word_counts()
+        except (OSError, ScoringError) as e:
+            print(f"make_results.py: WARNING: no paired ASR comparison: {e}", file=sys.stderr)
+            return []
         errors, words = counts[annealed]
         for label, run in others:
             low, high = difference_interval(errors, counts[run][0], words)
